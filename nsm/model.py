@@ -95,7 +95,7 @@ class TopKPool(nn.Module):
 
     def __init__(self, channels: int, ratio: float):
         super().__init__()
-        self.select = SelectTopK(channels, ratio=ratio)
+        self.select = SelectTopK(channels, ratio=ratio, act="sigmoid")
 
     def reset_parameters(self) -> None:
         self.select.reset_parameters()
@@ -149,11 +149,12 @@ class NSM(nn.Module):
     r"""The 3-level Neural Symbolic Model.
 
     WHY: :math:`h^{(1)} = \mathrm{Conv}^2(\mathrm{Embed}(x))`, :math:`h^{(2)} = \mathrm{Conv}(\mathrm{Pool}(h^{(1)}))`,
-    :math:`h^{(3)} = \mathrm{Conv}(\mathrm{Pool}(h^{(2)}))`; the classifier reads mean and max of :math:`h^{(3)}`.
+    :math:`h^{(3)} = \mathrm{Conv}(\mathrm{Pool}(h^{(2)}))`; the classifier reads
+    :math:`\sum_{l=1}^{3} [\mathrm{mean}(h^{(l)}) \,\|\, \max(h^{(l)})]`, the top level plus the levels below it.
     WHAT: :math:`\tilde h^{(2)} = \mathrm{Conv}(\mathrm{Unpool}(h^{(3)}))`,
     :math:`\tilde h^{(1)} = \mathrm{Conv}(\mathrm{Unpool}(\tilde h^{(2)}))`, :math:`\hat x = \mathrm{Dec}(\tilde h^{(1)})`.
     Every convolution sees the domain's relations plus their inverses, so information flows both ways
-    along a directed relation; each convolution is residual.
+    along a directed relation.
     """
 
     def __init__(
@@ -190,7 +191,7 @@ class NSM(nn.Module):
 
     def _refine(self, conv: RelationalConv, level: Level, x: Tensor) -> Tensor:
         update = F.relu(conv(x, level.edge_index, level.edge_type, level.edge_weight))
-        return x + F.dropout(update, self.dropout, self.training)
+        return F.dropout(update, self.dropout, self.training)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, batch: Tensor) -> NSMOutput:
         level1 = Level(
@@ -209,14 +210,11 @@ class NSM(nn.Module):
         level3 = self.why_pools[1](level2)
         level3.x = self._refine(self.why_convs[3], level3, level3.x)
 
+        # Hierarchical readout (Cangea et al., 2018): the top level's mean and max plus those of the
+        # levels below. Reading level 3 alone trains to chance on planning and causal: early in
+        # training the pooling scores do not yet keep the few nodes that decide the label.
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        readout = torch.cat(
-            [
-                scatter(level3.x, level3.batch, dim=0, dim_size=num_graphs, reduce="mean"),
-                scatter(level3.x, level3.batch, dim=0, dim_size=num_graphs, reduce="max"),
-            ],
-            dim=1,
-        )
+        readout = sum(_mean_max(level.x, level.batch, num_graphs) for level in (level1, level2, level3))
         logits = self.classifier(readout)
 
         # WHAT: concretise downwards, then decode the input features.
@@ -224,6 +222,13 @@ class NSM(nn.Module):
         down1 = self._refine(self.what_convs[1], level1, unpool(down2, level1, level2.kept))
         reconstruction = self.decoder(down1)
         return NSMOutput(logits, reconstruction, (level1.x.size(0), level2.x.size(0), level3.x.size(0)))
+
+
+def _mean_max(x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    return torch.cat(
+        [scatter(x, batch, dim=0, dim_size=num_graphs, reduce="mean"), scatter(x, batch, dim=0, dim_size=num_graphs, reduce="max")],
+        dim=1,
+    )
 
 
 def cycle_loss(reconstruction: Tensor, x: Tensor) -> Tensor:
