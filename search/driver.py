@@ -1,0 +1,345 @@
+"""Run a search from the CLI's request: validate, connect to Ray, run each experiment, report.
+
+Order matters: every argument, file and name is checked before Ray starts or any directory is
+created, so a bad command leaves nothing behind; the cluster's resources are checked right after
+connecting, before the first trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import nsm
+from nsm.data import DOMAINS
+from nsm.errors import ConfigError
+from nsm.train import BASELINE, TrainConfig, load_config_file
+from search import preflight, report
+from search.errors import SearchError
+from search.settings import SETTINGS_FILE, SearchSettings
+from search.tuner import build_tuner, resolve_wandb_mode, restore_tuner
+from spaces import DEFAULT_SPACE, load_space, searched_keys
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+_TERMINAL_STATUSES = ("TERMINATED", "ERROR")
+
+
+@dataclass
+class SearchRequest:
+    """The CLI flags, unvalidated; None means "choose the default"."""
+
+    domain: str | None = None
+    space: str = str(DEFAULT_SPACE)
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    scheduler: str = "asha"
+    searcher: str = "tpe"
+    metric: str = "val_acc"
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    address: str | None = None
+    storage_path: str = "./results"
+    name: str | None = None
+    resume: str | None = None
+    seed: int = 0
+    wandb: str = "auto"
+    wandb_project: str = "nsm-search"
+    time_budget_s: float | None = None
+    warm_start: str | None = None
+
+
+@dataclass
+class _Plan:
+    """One experiment to run: new (settings still missing the budget) or resumed."""
+
+    settings: SearchSettings | None  # set for a resumed experiment
+    domain: str
+    name: str
+    param_space: dict[str, Any] | None = None
+    points_to_evaluate: list[dict[str, Any]] | None = None
+    max_epochs_from_space: int | None = None
+
+
+def run_search(request: SearchRequest, callbacks: list[Any] | None = None) -> int:
+    """Run (or resume) the requested search; returns the exit code. User mistakes raise SearchError."""
+    plans = _plan(request)
+    address = request.address
+    if request.resume and address is None:
+        address = plans[0].settings.address
+    if address is not None:
+        preflight.check_address(address)
+    elif not _ray_is_initialized():
+        # Before starting a local Ray: catch impossible GPU/CPU requests without starting anything.
+        _check_explicit_resources(request, plans, preflight.local_resources())
+
+    with _ray_session(address) as started_here:
+        resources = preflight.live_cluster_resources()
+        settings_list = [_finalize(plan, request, resources, address) for plan in plans]
+        for settings in settings_list:
+            preflight.check_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial, resources)
+        _print_budget(settings_list[0], resources, started_here)
+
+        summaries = []
+        for index, settings in enumerate(settings_list):
+            try:
+                summary, interrupted = _run_experiment(settings, plans[index], callbacks or [])
+            except KeyboardInterrupt:  # outside Tuner.fit, which handles Ctrl-C itself
+                if not settings.experiment_dir.exists():
+                    raise
+                summary, interrupted = None, True
+            if summary is not None:
+                summaries.append(summary)
+            if interrupted:
+                print(f"\nsearch interrupted; resume it with:\n  {settings.resume_command()}")
+                remaining = [s.domain for s in settings_list[index + 1:]]
+                if remaining:
+                    print(f"domains not started yet: {', '.join(remaining)}")
+                return EXIT_INTERRUPTED
+        if len(summaries) > 1:
+            print()
+            print(report.format_cross_domain(summaries))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning (no side effects)
+
+
+def _plan(request: SearchRequest) -> list[_Plan]:
+    preflight.check_counts(request.num_samples, request.max_epochs, request.cpus_per_trial,
+                           request.gpus_per_trial, request.max_concurrent, request.time_budget_s)
+    preflight.check_storage_path(request.storage_path)
+    storage_path = Path(request.storage_path).expanduser().resolve()
+    if request.metric not in nsm.METRIC_NAMES:
+        raise SearchError(f"--metric must be one of nsm's metrics ({', '.join(nsm.METRIC_NAMES)}), got {request.metric!r}")
+    if request.resume is not None:
+        return [_plan_resume(request, storage_path)]
+
+    if request.domain is None:
+        raise SearchError("--domain is required (or --resume NAME)")
+    if request.domain != "all" and request.domain not in DOMAINS:
+        raise SearchError(f"unknown domain {request.domain!r} (choose from {', '.join(DOMAINS)}, all)")
+    domains = list(DOMAINS) if request.domain == "all" else [request.domain]
+    if request.name is not None:
+        preflight.check_name(request.name)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    warm_start = _read_warm_start(request.warm_start)
+    plans = []
+    for domain in domains:
+        if request.name is None:
+            name = f"{domain}-{stamp}"
+        else:
+            name = request.name if len(domains) == 1 else f"{request.name}-{domain}"
+        if (storage_path / name).exists():
+            raise SearchError(f"experiment {name!r} already exists in {storage_path} (continue it with --resume {name}, or pick another --name)")
+        space = load_space(request.space, domain)
+        max_epochs_from_space = space.pop("epochs", None)
+        plans.append(_Plan(
+            settings=None, domain=domain, name=name, param_space=space,
+            points_to_evaluate=_points_to_evaluate(space, warm_start, request.space),
+            max_epochs_from_space=max_epochs_from_space,
+        ))
+    return plans
+
+
+def _plan_resume(request: SearchRequest, storage_path: Path) -> _Plan:
+    preflight.check_name(request.resume)
+    experiment_dir = storage_path / request.resume
+    if not experiment_dir.is_dir():
+        raise SearchError(f"--resume {request.resume}: no experiment of that name in {storage_path}")
+    if not (experiment_dir / SETTINGS_FILE).is_file():
+        raise SearchError(f"--resume {request.resume}: {experiment_dir} is not a search (no {SETTINGS_FILE})")
+    from ray.tune import Tuner
+
+    if not Tuner.can_restore(str(experiment_dir)):
+        raise SearchError(f"--resume {request.resume}: {experiment_dir} holds no Ray Tune experiment state to restore")
+    settings = SearchSettings.load(experiment_dir)
+    # The experiment may have been moved or its storage path spelled differently: trust where it is now.
+    settings = replace(settings, storage_path=str(storage_path), name=request.resume)
+    return _Plan(settings=settings, domain=settings.domain, name=settings.name)
+
+
+def _read_warm_start(path: str | None) -> TrainConfig | None:
+    if path is None:
+        return None
+    try:
+        return load_config_file(path)
+    except ConfigError as error:
+        raise SearchError(f"--warm-start: {error}") from None
+
+
+def _points_to_evaluate(space: dict[str, Any], warm_start: TrainConfig | None, space_path: str) -> list[dict[str, Any]]:
+    """The baseline first, then the warm-start config, each restricted to the searched keys."""
+    keys = searched_keys(space)
+    defaults = TrainConfig()
+    baseline = {key: BASELINE.get(key, getattr(defaults, key)) for key in keys}
+    points = [baseline]
+    if warm_start is not None:
+        point = {key: getattr(warm_start, key) for key in keys}
+        if point != baseline:
+            points.append(point)
+    for point, source in zip(points, ("the baseline (research default)", "--warm-start")):
+        for key, value in point.items():
+            categories = getattr(space[key], "categories", None)
+            if categories is not None and value not in categories:
+                raise SearchError(f"{space_path}: {key}: {source} value {value!r} is not among the choices {list(categories)}")
+    return points
+
+
+# ------------------------------------------------------------------------------------------------
+# Resources and Ray
+
+
+def _ray_is_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _check_explicit_resources(request: SearchRequest, plans: list[_Plan], resources: preflight.ClusterResources) -> None:
+    gpus = request.gpus_per_trial
+    cpus = request.cpus_per_trial
+    if plans[0].settings is not None:  # resumed: the stored request
+        gpus, cpus = plans[0].settings.gpus_per_trial, plans[0].settings.cpus_per_trial
+    preflight.check_trial_resources(cpus or 0.0, gpus or 0.0, resources)
+
+
+@contextlib.contextmanager
+def _ray_session(address: str | None) -> Iterator[bool]:
+    """Use the caller's Ray session if there is one; otherwise start (or join) one and shut it down after."""
+    import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    attempts = 1 if address else 2  # a local start can time out on a busy machine (Ray waits 30 s)
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            break
+        except Exception as error:  # Ray raises bare Exception for a startup timeout
+            ray.shutdown()
+            if attempt < attempts and "timed out during startup" in str(error):
+                print("Ray's local start timed out (busy machine?); trying once more")
+                continue
+            where = f"at {address}" if address else "locally"
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise SearchError(f"cannot start or connect to a Ray cluster {where}: {message}") from None
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _finalize(plan: _Plan, request: SearchRequest, resources: preflight.ClusterResources, address: str | None) -> SearchSettings:
+    """Settings with the budget chosen for the cluster (a resumed search keeps its stored settings)."""
+    if plan.settings is not None:
+        return replace(plan.settings, address=address)
+    budget = preflight.choose_budget(
+        resources,
+        num_samples=request.num_samples,
+        max_epochs=request.max_epochs if request.max_epochs is not None else plan.max_epochs_from_space,
+        cpus_per_trial=request.cpus_per_trial,
+        gpus_per_trial=request.gpus_per_trial,
+        max_concurrent=request.max_concurrent,
+    )
+    return SearchSettings(
+        domain=plan.domain,
+        name=plan.name,
+        storage_path=str(Path(request.storage_path).expanduser().resolve()),
+        space=str(Path(request.space).resolve()),
+        num_samples=budget.num_samples,
+        max_epochs=budget.max_epochs,
+        scheduler=request.scheduler,
+        searcher=request.searcher,
+        metric=request.metric,
+        mode=metric_mode(request.metric),
+        cpus_per_trial=budget.cpus_per_trial,
+        gpus_per_trial=budget.gpus_per_trial,
+        max_concurrent=budget.max_concurrent,
+        seed=request.seed,
+        wandb=request.wandb,
+        wandb_project=request.wandb_project,
+        time_budget_s=request.time_budget_s,
+        warm_start=str(Path(request.warm_start).resolve()) if request.warm_start else None,
+        address=address,
+        grace_period=preflight.asha_grace_period(budget.max_epochs),
+    )
+
+
+def metric_mode(metric: str) -> str:
+    """Accuracies and throughput are maximised; losses, times and memory minimised."""
+    return "max" if "acc" in metric or metric == "graphs_per_s" else "min"
+
+
+def _print_budget(settings: SearchSettings, resources: preflight.ClusterResources, started_here: bool) -> None:
+    where = "local Ray" if started_here else "connected Ray cluster"
+    print(f"{where}: {resources.describe()}")
+    if resources.gpus == 0:
+        print("no GPU in the cluster: trials run on CPU")
+    scheduler = (f"ASHA (grace {settings.grace_period} epochs, reduction factor {settings.reduction_factor})"
+                 if settings.scheduler == "asha" else "no early stopping")
+    budget = f", time budget {settings.time_budget_s:g} s" if settings.time_budget_s else ""
+    print(f"budget: {settings.num_samples} trials x {settings.max_epochs} epochs, "
+          f"{settings.cpus_per_trial:g} CPU + {settings.gpus_per_trial:g} GPU per trial, "
+          f"{settings.max_concurrent} at a time; {settings.searcher.upper()} (seed {settings.seed}), {scheduler}{budget}")
+
+
+# ------------------------------------------------------------------------------------------------
+# One experiment
+
+
+def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any]) -> tuple[dict[str, Any], bool]:
+    resumed = plan.param_space is None
+    wandb_mode = resolve_wandb_mode(settings.wandb)
+    print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_dir}; W&B {wandb_mode}")
+    if resumed:
+        tuner = restore_tuner(settings)
+    else:
+        settings.experiment_dir.mkdir(parents=True, exist_ok=False)
+        settings.save()
+        tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
+    started = time.monotonic()
+    with _wandb_environment(wandb_mode):
+        results = tuner.fit()
+    elapsed = time.monotonic() - started
+
+    statuses = report.trial_statuses(settings.experiment_dir)
+    summary = report.summarize(results, settings, _baseline_point(settings, plan), statuses)
+    report.write_summary(summary, settings.experiment_dir)
+    print()
+    print(report.format_report(summary))
+    unfinished = any(status not in _TERMINAL_STATUSES for status in statuses.values())
+    budget_spent = settings.time_budget_s is not None and elapsed >= 0.99 * settings.time_budget_s
+    interrupted = unfinished or (len(statuses) < settings.num_samples and not budget_spent)
+    return summary, interrupted
+
+
+def _baseline_point(settings: SearchSettings, plan: _Plan) -> dict[str, Any]:
+    if plan.points_to_evaluate:
+        return plan.points_to_evaluate[0]
+    return dict(BASELINE)  # resumed: the stored space's baseline is the research default on its keys
+
+
+@contextlib.contextmanager
+def _wandb_environment(mode: str) -> Iterator[None]:
+    """Ray's W&B callback reads WANDB_MODE to decide whether it needs an API key."""
+    previous = os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled"):
+        os.environ["WANDB_MODE"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = previous

@@ -1,0 +1,70 @@
+"""The resolved settings of one search experiment, saved as ``search.json`` for ``--resume``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.errors import SearchError
+
+SETTINGS_FILE = "search.json"
+
+
+@dataclass
+class SearchSettings:
+    """Everything a search needs, after defaults are chosen; one experiment (one domain)."""
+
+    domain: str
+    name: str
+    storage_path: str  # absolute
+    space: str  # absolute path of the space file
+    num_samples: int
+    max_epochs: int
+    scheduler: str  # "asha" | "none"
+    searcher: str  # "tpe" | "random"
+    metric: str
+    mode: str  # "max" | "min"
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    seed: int
+    wandb: str  # "auto" | "online" | "offline" | "disabled"
+    wandb_project: str
+    time_budget_s: float | None = None
+    warm_start: str | None = None  # absolute path of a config file evaluated right after the baseline
+    address: str | None = None
+    grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage_path) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self) -> Path:
+        path = self.experiment_dir / SETTINGS_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, experiment_dir: str | Path) -> SearchSettings:
+        path = Path(experiment_dir) / SETTINGS_FILE
+        try:
+            values = json.loads(path.read_text())
+            known = {field.name for field in dataclasses.fields(cls)}
+            return cls(**{key: value for key, value in values.items() if key in known})
+        except (OSError, ValueError, TypeError) as error:
+            raise SearchError(f"{path}: unreadable search settings ({error})") from None
+
+    def resume_command(self) -> str:
+        """The exact command that continues this search."""
+        command = ["python", "search/run.py", "--resume", self.name, "--storage-path", self.storage_path]
+        if self.address:
+            command += ["--address", self.address]
+        return shlex.join(command)

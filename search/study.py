@@ -1,0 +1,180 @@
+"""The persisted Optuna study of a search, and the searcher that keeps it truthful.
+
+The study lives in ``<experiment_dir>/study.journal`` (JournalStorage + JournalFileBackend), named
+after the experiment, so ``optuna-dashboard`` can open it and a resumed search continues it.
+
+Ray's stock ``OptunaSearch`` tells every trial that ends without an error as COMPLETE with its last
+value, including trials ASHA stopped after a few epochs: TPE then ranks a 2-epoch score against
+full runs. :class:`PruneAwareOptunaSearch` tells those trials PRUNED (their per-epoch values are
+already in the study as intermediate values), diverged and out-of-memory trials FAIL, and full runs
+COMPLETE with their best value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from search.errors import SearchError
+from search.outcome import COMPLETED, PRUNED, trial_outcome
+
+STUDY_FILE = "study.journal"
+
+logger = logging.getLogger(__name__)
+
+
+def open_storage(experiment_dir: str | Path) -> JournalStorage:
+    """The journal storage of an experiment (the file is created if missing)."""
+    return JournalStorage(JournalFileBackend(str(Path(experiment_dir) / STUDY_FILE)))
+
+
+def load_study(experiment_dir: str | Path) -> optuna.Study:
+    """Open the Optuna study of a search; its name is the experiment directory's name."""
+    experiment_dir = Path(experiment_dir)
+    if not (experiment_dir / STUDY_FILE).is_file():
+        raise SearchError(f"{experiment_dir}: no {STUDY_FILE} (not a search experiment directory)")
+    return optuna.load_study(study_name=experiment_dir.name, storage=open_storage(experiment_dir))
+
+
+def make_sampler(searcher: str, seed: int | None, num_samples: int) -> optuna.samplers.BaseSampler:
+    """TPE (default) or random sampling, seeded.
+
+    TPE's default of 10 random start-up trials would leave a 12-trial laptop search almost entirely
+    random, so a quarter of the budget (at least 3) is spent on exploration instead.
+    """
+    if searcher == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, num_samples // 4)))
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` over a journal-file study that tells Optuna how each trial really ended.
+
+    - Each epoch's metric is reported as an intermediate value at step = epoch (the trial's own
+      counter, which survives checkpoint restores, unlike Ray's training_iteration).
+    - A trial that stopped before ``max_epochs`` (ASHA, time budget) is told PRUNED; Optuna then
+      keeps its last intermediate value, which TPE ranks among pruned trials only.
+    - Diverged, out-of-memory and errored trials are told FAIL; full runs COMPLETE with the best
+      value over their epochs (the value the report ranks on).
+    - On restore, the study is reopened from the journal, and trials the journal holds as RUNNING
+      that no Ray trial owns any more (asked just before a crash) are told FAIL.
+    """
+
+    def __init__(
+        self,
+        *,
+        journal_path: str | Path,
+        study_name: str,
+        max_epochs: int,
+        sampler: optuna.samplers.BaseSampler,
+        points_to_evaluate: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self._journal_path = str(journal_path)
+        self._max_epochs = max_epochs
+        self._best_values: dict[str, float] = {}
+        storage = JournalStorage(JournalFileBackend(self._journal_path))
+        # metric and mode come from TuneConfig through set_search_properties.
+        super().__init__(
+            sampler=sampler,
+            study_name=study_name,
+            storage=storage,
+            points_to_evaluate=points_to_evaluate,
+        )
+
+    # -- study set-up ---------------------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        # Ray calls this on a restored Tuner too, before the searcher state is restored; enqueueing
+        # the warm-start points again would make the study re-run them.
+        if self._study_has_trials():
+            self._points_to_evaluate = []
+        return super().set_search_properties(metric, mode, config, **spec)
+
+    def _study_has_trials(self) -> bool:
+        try:
+            summaries = optuna.get_all_study_summaries(self._storage)
+        except Exception:  # an unreadable journal is reported by create_study with a clearer error
+            return False
+        return any(s.study_name == self._study_name and s.n_trials > 0 for s in summaries)
+
+    # -- asking -----------------------------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            # Lets analysis map an Optuna trial back to its Ray trial directory.
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+        return params
+
+    # -- telling ----------------------------------------------------------------------------------
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result:
+            # Ray does not pass the result that made the scheduler stop the trial to
+            # on_trial_result, so this is the only place its value reaches the study.
+            self._report(trial_id, result)
+        outcome = trial_outcome(result, self._max_epochs, errored=error)
+        if outcome == COMPLETED and trial_id in self._best_values:
+            state, value = TrialState.COMPLETE, self._best_values[trial_id]
+        elif outcome in (COMPLETED, PRUNED):
+            state, value = TrialState.PRUNED, None
+        else:
+            state, value = TrialState.FAIL, None
+        try:
+            ot_trial.set_user_attr("outcome", outcome)
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. the journal already holds this trial as finished (after a resume)
+            logger.warning("Could not tell Optuna trial %s (%s): %s", ot_trial.number, outcome, exc)
+        self._completed_trials.add(trial_id)
+        self._best_values.pop(trial_id, None)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        value, epoch = result.get(self._metric), result.get("epoch")
+        if not _is_finite(value) or not _is_finite(epoch):
+            return
+        value = float(value)
+        best = self._best_values.get(trial_id)
+        if best is None or (value > best if self._mode == "max" else value < best):
+            self._best_values[trial_id] = value
+        with warnings.catch_warnings():
+            # A restored trial re-reports the epoch it resumed at; Optuna keeps the first value.
+            warnings.simplefilter("ignore")
+            self._ot_trials[trial_id].report(value, step=int(epoch))
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # The pickled study's storage holds a stale view of the journal: reopen it and rebind the
+        # trials so that every tell goes to the journal the experiment directory holds now.
+        self._storage = JournalStorage(JournalFileBackend(self._journal_path))
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
+        self._ot_trials = {
+            trial_id: optuna.Trial(self._ot_study, ot_trial._trial_id) for trial_id, ot_trial in self._ot_trials.items()
+        }
+        owned = {ot_trial._trial_id for trial_id, ot_trial in self._ot_trials.items() if trial_id not in self._completed_trials}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in owned:
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,138 @@
+"""The Ray Tune function trainable: one trial = one call of ``nsm.train.train``.
+
+Each epoch it reports nsm's metrics (plus ``nsm_status``) with a checkpoint directory holding
+``checkpoint.pt`` in nsm's format; a restarted trial resumes from ``ray.tune.get_checkpoint()``.
+The trial's nsm run files (best_model.pt, training_history.json, final_results.json) are written to
+its working directory, which Ray syncs into the trial directory (``SyncConfig(sync_artifacts=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+import nsm
+from nsm import train as nsm_train
+from search.outcome import INFEASIBLE, STATUS_KEY
+
+CHECKPOINT_FILE = "checkpoint.pt"
+NODE_KEY = "node_id"  # which Ray node ran the trial: Ray's own node_ip is the same for nodes sharing a host
+TRIAL_INFO_FILE = "trial.json"
+
+logger = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, Any], "tune.Checkpoint | None"], None]
+
+
+def train_nsm(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable around :func:`nsm.train.train` (use inside ``Tuner``)."""
+    context = tune.get_context()
+    resources = context.get_trial_resources().required_resources
+    checkpoint = tune.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = nsm_train.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+    run_trial(
+        config,
+        out_dir=Path(context.get_storage().trial_working_directory),
+        cpus=float(resources.get("CPU", 1.0)),
+        gpus=float(resources.get("GPU", 0.0)),
+        resume=resume,
+        report=lambda metrics, ckpt: tune.report(metrics, checkpoint=ckpt),
+    )
+
+
+def run_trial(
+    config: dict[str, Any],
+    out_dir: Path,
+    cpus: float,
+    gpus: float,
+    resume: dict[str, Any] | None,
+    report: Reporter,
+) -> dict[str, Any] | None:
+    """Train ``config`` and report every epoch through ``report``; the Ray-free core of the trainable."""
+    torch.set_num_threads(max(1, int(cpus)))
+    train_config = nsm_train.TrainConfig.from_dict(config, source="trial config")
+    train_config.device = _device_for(train_config.device, gpus)
+    if train_config.device != "cpu" and 0 < gpus < 1:
+        # Ray packs fractional trials onto one GPU but does not enforce the fraction; capping the
+        # caching allocator keeps one trial from starving its neighbours.
+        torch.cuda.set_per_process_memory_fraction(gpus)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"started_at": time.time(), "device": train_config.device, "cpus": cpus, "gpus": gpus,
+            "resumed_from_epoch": int(resume["epoch"]) if resume else 0, "pid": os.getpid()}
+    _write_info(out_dir, info)
+    last_epoch = int(resume["epoch"]) if resume else 0
+    node_id = _node_id()
+    final_epoch_dir = tempfile.TemporaryDirectory(prefix="nsm-checkpoint-")
+    final_report: list[dict[str, Any]] = []
+
+    def on_epoch(end: nsm_train.EpochEnd) -> None:
+        nonlocal last_epoch
+        last_epoch = int(end.metrics["epoch"])
+        metrics = {**end.metrics, STATUS_KEY: end.status, NODE_KEY: node_id}
+        if end.status != "running":
+            report(metrics, None)  # a diverged epoch's weights are not worth resuming from
+            return
+        if last_epoch >= train_config.epochs:
+            # Reported after train() returns: a scheduler decision on this last result would stop
+            # the trial before nsm writes final_results.json and tests the best weights.
+            end.save_checkpoint(Path(final_epoch_dir.name) / CHECKPOINT_FILE)
+            final_report.append(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="nsm-checkpoint-") as directory:
+            end.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
+            report(metrics, tune.Checkpoint.from_directory(directory))
+
+    try:
+        results = nsm_train.train(train_config, out_dir=out_dir, on_epoch=on_epoch, resume=resume, overwrite=True)
+        for metrics in final_report:
+            report(metrics, tune.Checkpoint.from_directory(final_epoch_dir.name))
+    except torch.cuda.OutOfMemoryError as error:
+        # Retrying cannot help: the config does not fit this trial's share of the GPU.
+        logger.warning("trial is infeasible, CUDA out of memory: %s", str(error).splitlines()[0] if str(error) else "")
+        metrics = {name: math.nan for name in nsm.METRIC_NAMES}
+        metrics.update(epoch=last_epoch, **{STATUS_KEY: INFEASIBLE, NODE_KEY: node_id})
+        report(metrics, None)
+        results = None
+    finally:
+        final_epoch_dir.cleanup()
+        info["ended_at"] = time.time()
+        _write_info(out_dir, info)
+    return results
+
+
+def _device_for(requested: str, gpus: float) -> str:
+    """CPU unless Ray gave the trial a GPU that CUDA can actually see.
+
+    A cluster may declare logical GPUs on a machine without CUDA (or a trial may get none); the
+    trial then runs on CPU rather than failing.
+    """
+    if requested != "auto":
+        return requested
+    if gpus > 0 and torch.cuda.is_available():
+        return "cuda"
+    if gpus > 0:
+        logger.warning("Ray assigned %g GPU to this trial but CUDA is not available here; training on CPU", gpus)
+    return "cpu"
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def _write_info(out_dir: Path, info: dict[str, Any]) -> None:
+    (out_dir / TRIAL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -1,0 +1,162 @@
+"""Build (or restore) the one ``ray.tune.Tuner`` of a search: searcher, scheduler, callbacks, storage.
+
+- Searcher: :class:`search.study.PruneAwareOptunaSearch` (TPE or random, seeded) over the study in
+  ``study.journal``, behind a ``ConcurrencyLimiter``; the baseline config is its first point.
+- Scheduler: ASHA on the metric, time unit = epoch, ``max_t`` = max epochs, grace period from
+  :func:`search.preflight.asha_grace_period`, reduction factor 3 (the top third of the trials at each
+  rung continue); or FIFO (``--scheduler none``).
+- Checkpoints: every epoch, ``num_to_keep=2`` ranked by the metric (Ray always keeps the latest as
+  well, which is what a restarted trial resumes from). ``FailureConfig`` retries a crashed trial
+  from its last checkpoint.
+- W&B: Ray's ``WandbLoggerCallback``; group = experiment, tags = domain and searcher.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from search.settings import SearchSettings
+from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler
+from search.trainable import train_nsm
+
+CHECKPOINTS_TO_KEEP = 2
+MAX_FAILURES = 2  # retries of a crashed trial, each from its last checkpoint
+
+# Ray snapshots the experiment state (which trials finished, the searcher) every ~10 s by default;
+# a driver killed in between would re-run trials that had finished. Two seconds keeps that window
+# small at a negligible cost for searches of tens of trials.
+EXPERIMENT_SNAPSHOT_PERIOD_S = "2"
+
+
+def build_tuner(
+    settings: SearchSettings,
+    param_space: dict[str, Any],
+    points_to_evaluate: list[dict[str, Any]],
+    wandb_mode: str,
+    extra_callbacks: list[tune.Callback] | None = None,
+    trainable: Callable[[dict[str, Any]], None] = train_nsm,
+) -> tune.Tuner:
+    """A new Tuner for ``settings``; its study is created in the experiment directory.
+
+    ``trainable`` is the nsm trainable; bench/scale.py passes a stand-in to measure the driver alone.
+    """
+    _configure_snapshots()
+    searcher = PruneAwareOptunaSearch(
+        journal_path=settings.experiment_dir / STUDY_FILE,
+        study_name=settings.name,
+        max_epochs=settings.max_epochs,
+        sampler=make_sampler(settings.searcher, settings.seed, settings.num_samples),
+        points_to_evaluate=points_to_evaluate,
+    )
+    return tune.Tuner(
+        _with_resources(trainable, settings),
+        param_space={**param_space, "epochs": settings.max_epochs},
+        tune_config=tune.TuneConfig(
+            metric=settings.metric,
+            mode=settings.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
+            scheduler=_scheduler(settings),
+            num_samples=settings.num_samples,
+            time_budget_s=settings.time_budget_s,
+            trial_dirname_creator=trial_dirname,
+            # A new trial reuses a finished trial's worker: no second torch import and data load.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=settings.storage_path,
+            callbacks=[*_callbacks(settings, wandb_mode), *(extra_callbacks or [])],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=CHECKPOINTS_TO_KEEP,
+                checkpoint_score_attribute=settings.metric,
+                checkpoint_score_order=settings.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            # nsm's run files are written to the trial's working directory; sync them to the trial dir.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+        ),
+    )
+
+
+def restore_tuner(settings: SearchSettings) -> tune.Tuner:
+    """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
+    _configure_snapshots()
+    return tune.Tuner.restore(
+        str(settings.experiment_dir),
+        trainable=_with_resources(train_nsm, settings),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    """``trial_<id>``: Ray's default name repeats every config key and overflows path limits."""
+    return f"trial_{trial.trial_id}"
+
+
+def _configure_snapshots() -> None:
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_PERIOD_S)
+    # Frequent snapshots are intended (see above); Ray warns about them unless told not to.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _with_resources(trainable: Callable[[dict[str, Any]], None], settings: SearchSettings) -> Any:
+    return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def _scheduler(settings: SearchSettings) -> TrialScheduler:
+    if settings.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=settings.max_epochs,
+        grace_period=min(settings.grace_period, settings.max_epochs),
+        reduction_factor=settings.reduction_factor,
+        # Let trials that reach max_t end on their own, so nsm writes final_results.json.
+        stop_last_trials=False,
+    )
+
+
+def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
+    if wandb_mode == "disabled":
+        return []
+    import wandb
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    wandb_dir = Path(settings.experiment_dir)
+    (wandb_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    return [
+        WandbLoggerCallback(
+            project=settings.wandb_project,
+            group=settings.name,
+            tags=[settings.domain, settings.searcher],
+            dir=str(wandb_dir),
+            mode=wandb_mode,
+            # Trial actors' output reaches the driver's console; W&B's per-run banners would drown it.
+            settings=wandb.Settings(silent=True),
+        )
+    ]
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """``auto`` is online when an API key is configured (env or ``wandb login``), offline otherwise."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import wandb
+
+        # Reads the env/netrc credentials without prompting or contacting the server.
+        return "online" if wandb.login(prompt=False, verify=False) else "offline"
+    except Exception:
+        return "offline"

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny search space and one in-process Ray session for the search tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Small enough that a trial epoch takes well under a second on one core.
+TINY_SPACE = """
+default:
+  lr: {type: loguniform, low: 1.0e-4, high: 3.0e-2}
+  cycle_weight: {type: loguniform, low: 1.0e-3, high: 0.3}
+  batch_size: {type: choice, values: [16, 32, 64]}
+  hidden_dim: 16
+  num_bases: 4
+  num_graphs: 160
+  save_every: 0
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_space(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spaces") / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY_SPACE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray session for all in-process searches, declared with 4 CPUs and 1 logical GPU.
+
+    The logical GPU lets the fractional-packing test run on this CPU-only machine (trials fall back
+    to CPU when CUDA is absent); the other tests ask for --gpus-per-trial 0.
+    """
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def cli_env() -> dict[str, str]:
+    """Environment of a CLI subprocess: the test session's data cache, W&B offline."""
+    env = dict(os.environ)
+    env["WANDB_MODE"] = "offline"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "search" / "run.py"), *args]

@@ -1,0 +1,142 @@
+"""The CLI itself: one-line errors with exit 2 and nothing created, GPU preflight, SIGKILL then --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from search.run import main
+from search.study import load_study
+
+from .conftest import REPO, cli, cli_env
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--domain", "chess"], "unknown domain 'chess'"),
+        (["--domain", "planning", "--num-samples", "0"], "--num-samples must be >= 1"),
+        (["--domain", "planning", "--max-epochs", "0"], "--max-epochs must be >= 1"),
+        (["--domain", "planning", "--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
+        (["--domain", "planning", "--gpus-per-trial", "1.5"], "whole number"),
+        (["--domain", "planning", "--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+        (["--domain", "planning", "--metric", "accuracy"], "--metric must be one of"),
+        (["--domain", "planning", "--address", "127.0.0.1:9"], "cannot reach a Ray cluster at 127.0.0.1:9"),
+        (["--domain", "planning", "--address", "ray://127.0.0.1:9"], "cannot reach a Ray cluster"),
+        (["--domain", "planning", "--address", "nonsense"], "--address must be"),
+        (["--resume", "never-ran"], "no experiment of that name"),
+        (["--domain", "planning", "--warm-start", "missing.yaml"], "--warm-start: config file not found"),
+        ([], "--domain is required"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, args, expected):
+    storage = tmp_path / "results"
+    assert main([*args, "--storage-path", str(storage)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert expected in err
+    assert not storage.exists()
+
+
+def test_bad_space_file_names_file_and_key(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("default:\n  lr: {type: loguniform, low: 0.1, high: 0.01}\n")
+    assert main(["--domain", "planning", "--space", str(space), "--storage-path", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {space}: default.lr: low must be < high, got low=0.1 high=0.01"
+
+
+def test_existing_experiment_and_resume_of_a_non_search_are_refused(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("not a search")
+    assert main(["--domain", "planning", "--name", "taken", "--storage-path", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["--resume", "taken", "--storage-path", str(tmp_path)]) == 2
+    assert "is not a search" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+
+
+def test_gpu_request_on_a_cpu_only_machine_fails_fast(tmp_path):
+    started = time.monotonic()
+    completed = subprocess.run(
+        cli("--domain", "planning", "--gpus-per-trial", "0.5", "--storage-path", str(tmp_path / "r")),
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    err = completed.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: --gpus-per-trial 0.5 requested but the cluster has no GPU")
+    assert "CPUs" in err  # says what exists
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "r").exists()
+
+
+def test_sigkill_mid_search_then_resume_finishes_every_trial_once(tmp_path, tiny_space):
+    storage, name, samples = tmp_path / "results", "killed", 4
+    args = ("--domain", "planning", "--space", str(tiny_space), "--num-samples", str(samples), "--max-epochs", "3",
+            "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "2", "--wandb", "disabled",
+            "--storage-path", str(storage), "--name", name)
+    experiment_dir = storage / name
+    driver = subprocess.Popen(cli(*args), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        finished_before_kill = _wait_for_first_finished_trials(experiment_dir, driver)
+        # Ray snapshots the experiment state every 2 s: let it record the finished trials.
+        time.sleep(4)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        _kill_group(driver.pid)
+    snapshot = {trial_id: _trial_files(experiment_dir, trial_id) for trial_id in finished_before_kill}
+
+    resumed = subprocess.run(cli("--resume", name, "--storage-path", str(storage)), cwd=REPO, env=cli_env(),
+                             capture_output=True, text=True, timeout=400, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    summary = json.loads((experiment_dir / "summary.json").read_text())
+    assert summary["num_trials"] == samples
+    assert all(row["status"] in ("completed", "pruned") for row in summary["trials"])
+    # Trials that had finished before the kill did not run again.
+    for trial_id, files in snapshot.items():
+        assert _trial_files(experiment_dir, trial_id) == files
+    # No trial trained an epoch twice.
+    for row in summary["trials"]:
+        epochs = [json.loads(line)["epoch"] for line in (Path(row["trial_dir"]) / "result.json").read_text().splitlines()]
+        assert len(epochs) == len(set(epochs)), row["trial_id"]
+    # The Optuna study continued: every Ray trial is finished in it.
+    study = load_study(experiment_dir)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert {t.user_attrs["ray_trial_id"] for t in finished} == {row["trial_id"] for row in summary["trials"]}
+
+
+def _wait_for_first_finished_trials(experiment_dir: Path, driver: subprocess.Popen, timeout: float = 240) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the search ended before it could be killed"
+        if (experiment_dir / "study.journal").is_file():
+            trials = load_study(experiment_dir).trials
+            done = {t.user_attrs["ray_trial_id"] for t in trials if t.state.is_finished()}
+            if done:
+                return done
+        time.sleep(0.5)
+    raise AssertionError("no trial finished in time")
+
+
+def _trial_files(experiment_dir: Path, trial_id: str) -> dict[str, bytes]:
+    trial_dir = experiment_dir / f"trial_{trial_id}"
+    return {name: (trial_dir / name).read_bytes() for name in ("result.json", "trial.json") if (trial_dir / name).exists()}
+
+
+def _kill_group(pgid: int) -> None:
+    """Remove the Ray processes the killed driver left behind (they share its session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,171 @@
+"""Real searches in one shared Ray session: every domain end to end, ASHA -> PRUNED, W&B, GPU packing."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+
+from search.run import main
+from search.study import load_study
+from search.trainable import TRIAL_INFO_FILE, train_nsm
+
+BASELINE = {"lr": 1e-4, "cycle_weight": 0.01, "batch_size": 64}
+
+
+def search(tmp_path, tiny_space, *args: str) -> int:
+    return main(["--space", str(tiny_space), "--storage-path", str(tmp_path), "--cpus-per-trial", "1",
+                 "--gpus-per-trial", "0", "--seed", "0", *args])
+
+
+def result_grid(experiment_dir: Path) -> tune.ResultGrid:
+    return tune.Tuner.restore(str(experiment_dir), trainable=train_nsm).get_results()
+
+
+def test_every_domain_end_to_end(tmp_path, tiny_space, ray_session, capsys):
+    code = search(tmp_path, tiny_space, "--domain", "all", "--name", "e2e", "--num-samples", "3",
+                  "--max-epochs", "2", "--wandb", "disabled")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "cross-domain summary" in out
+    for domain in ("planning", "causal", "kg"):
+        experiment_dir = tmp_path / f"e2e-{domain}"
+        summary = json.loads((experiment_dir / "summary.json").read_text())
+        assert summary["domain"] == domain and summary["num_trials"] == 3
+
+        # summary.json agrees with Ray's ResultGrid, trial by trial.
+        grid = result_grid(experiment_dir)
+        assert len(grid) == 3 and grid.num_errors == 0
+        best_per_trial = {r.metrics["trial_id"]: r.metrics_dataframe["val_acc"].max() for r in grid}
+        rows = {row["trial_id"]: row for row in summary["trials"]}
+        assert set(rows) == set(best_per_trial)
+        for trial_id, best in best_per_trial.items():
+            assert rows[trial_id]["val_acc"] == pytest.approx(best)
+            assert rows[trial_id]["epochs"] >= 1
+        ranked = [row["val_acc"] for row in summary["trials"]]
+        assert ranked == sorted(ranked, reverse=True)
+        best = grid.get_best_result("val_acc", "max", scope="all")
+        assert summary["best"]["val_acc"] == pytest.approx(best.metrics_dataframe["val_acc"].max())
+
+        # The research default ran first and is reported.
+        assert {k: summary["baseline"][k] for k in BASELINE} == BASELINE
+        first = load_study(experiment_dir).trials[0]
+        assert first.params == BASELINE and first.user_attrs["ray_trial_id"] == summary["baseline"]["trial_id"]
+        assert Path(summary["best_checkpoint"]).is_file()
+        assert Path(summary["best_checkpoint"]).name == "checkpoint.pt"
+        # The ranked table printed the same best trial.
+        assert f"(trial {summary['best']['trial_id']})" in out
+        # Each finished trial's nsm run files are in its trial directory.
+        for row in summary["trials"]:
+            if row["status"] == "completed":
+                assert (Path(row["trial_dir"]) / "final_results.json").is_file()
+
+
+def test_asha_stopped_trials_are_pruned_and_wandb_offline_holds_each_trial(tmp_path, tiny_space, ray_session, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    # val_loss is continuous, so ASHA's cut-offs separate trials even on tiny data.
+    code = search(tmp_path, tiny_space, "--domain", "planning", "--name", "asha", "--num-samples", "6",
+                  "--max-epochs", "3", "--metric", "val_loss", "--wandb", "offline", "--wandb-project", "nsm-test")
+    assert code == 0
+    experiment_dir = tmp_path / "asha"
+    summary = json.loads((experiment_dir / "summary.json").read_text())
+    study = load_study(experiment_dir)
+    assert study.study_name == "asha"
+    by_ray_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    outcomes = {row["trial_id"]: row for row in summary["trials"]}
+    assert set(outcomes) <= set(by_ray_id)
+    for trial_id, row in outcomes.items():
+        trial = by_ray_id[trial_id]
+        if row["epochs"] < 3:
+            assert row["status"] == "pruned"
+            assert trial.state == TrialState.PRUNED
+            assert sorted(trial.intermediate_values) == list(range(1, row["epochs"] + 1))
+        else:
+            assert row["status"] == "completed"
+            assert trial.state == TrialState.COMPLETE
+            assert trial.value == pytest.approx(row["val_loss"])
+    states = {t.state for t in study.trials}
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+
+    # W&B offline: one run per trial under the experiment's wandb dir with its config and metrics.
+    runs = {path.name.rsplit("-", 1)[-1]: path for path in (experiment_dir / "wandb").glob("offline-run-*")}
+    assert set(outcomes) <= set(runs)
+    for trial_id, row in outcomes.items():
+        records = read_wandb_records(next(runs[trial_id].glob("run-*.wandb")))
+        config = {}
+        for record in records:
+            if record.WhichOneof("record_type") == "run":
+                config.update({item_key(item): json.loads(item.value_json) for item in record.run.config.update})
+                assert record.run.run_group == "asha" and record.run.project == "nsm-test" and set(record.run.tags) == {"planning", "tpe"}
+            elif record.WhichOneof("record_type") == "config":
+                config.update({item_key(item): json.loads(item.value_json) for item in record.config.update})
+        assert config["lr"] == pytest.approx(row["lr"]) and config["batch_size"] == row["batch_size"]
+        logged = [json.loads(item.value_json) for record in records if record.WhichOneof("record_type") == "history"
+                  for item in record.history.item if item_key(item) == "val_loss"]
+        assert len(logged) == row["epochs"]
+        assert min(logged) == pytest.approx(row["val_loss"])
+    # No credentials end up in the results.
+    assert "WANDB_API_KEY" not in (experiment_dir / "search.json").read_text()
+
+
+def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(tmp_path, tiny_space, ray_session):
+    # Trials long enough (a few seconds) that four started together visibly overlap.
+    space = tmp_path / "space.yaml"
+    space.write_text(tiny_space.read_text().replace("num_graphs: 160", "num_graphs: 600"))
+    code = main(["--space", str(space), "--storage-path", str(tmp_path), "--domain", "planning",
+                 "--name", "packed", "--num-samples", "4", "--max-epochs", "3", "--scheduler", "none",
+                 "--cpus-per-trial", "1", "--gpus-per-trial", "0.25", "--wandb", "disabled"])
+    assert code == 0
+    infos = [json.loads(path.read_text()) for path in (tmp_path / "packed").glob(f"trial_*/{TRIAL_INFO_FILE}")]
+    assert len(infos) == 4
+    # All four ran at once: every trial started before any trial ended.
+    assert max(info["started_at"] for info in infos) < min(info["ended_at"] for info in infos)
+    # Ray assigned each a quarter of the logical GPU; without CUDA they trained on CPU.
+    assert all(info["gpus"] == 0.25 and info["device"] == "cpu" for info in infos)
+
+
+def test_more_gpus_per_trial_than_a_node_has(tmp_path, tiny_space, ray_session, capsys):
+    code = main(["--space", str(tiny_space), "--storage-path", str(tmp_path), "--domain", "planning",
+                 "--gpus-per-trial", "2", "--num-samples", "1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --gpus-per-trial 2 is more than any node has") and "\n" not in err
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def read_wandb_records(path: Path) -> list:
+    """Records of a run-*.wandb file: W&B's LevelDB-style log of wandb_internal Record protos."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block_size, offset, records, pending = 32 * 1024, 7, [], b""
+    while offset + 7 <= len(data):
+        left_in_block = block_size - offset % block_size
+        if left_in_block < 7:
+            offset += left_in_block  # block trailer padding
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
+        payload = data[offset + 7:offset + 7 + length]
+        offset += 7 + length
+        if kind == 0 and length == 0:
+            break
+        pending = payload if kind in (1, 2) else pending + payload  # FULL/FIRST start, MIDDLE/LAST append
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    assert records, f"no records in {path}"
+    return records
+
+
+def item_key(item) -> str:
+    return item.key or "/".join(item.nested_key)
