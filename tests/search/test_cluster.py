@@ -1,0 +1,95 @@
+"""A search joins an existing multi-node Ray cluster (``--address``) and uses every node.
+
+Two nodes on this machine (``ray.cluster_utils.Cluster``), each declaring one logical GPU backed by
+CPU: at ``--gpus-per-trial 0.5`` Ray places trials on both nodes at once, and all results land in the
+one experiment directory under the shared ``--storage-path``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from ray import tune
+from ray.cluster_utils import Cluster
+
+from search.run import main
+
+NUM_TRIALS = 4
+
+TINY_SPACE = """\
+default:
+  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+  cycle_weight: {type: loguniform, low: 1.0e-3, high: 0.1}
+  batch_size: {type: choice, values: [32, 64]}
+  hidden_dim: 16
+  num_bases: 2
+  num_graphs: 120
+  save_every: 0
+domains:
+  planning: {}
+"""
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
+    # A private Ray temp dir: Cluster() records its address in <temp>/ray/ray_current_cluster, where a
+    # plain ray.init() elsewhere on this machine would otherwise find and join it. Short, for Ray's
+    # unix-socket path limit.
+    ray_tmp = tempfile.mkdtemp(prefix="nsm-rc-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    worker = cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, {cluster.head_node.node_id, worker.node_id}
+    finally:
+        cluster.shutdown()
+
+
+def test_search_uses_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_path: Path) -> None:
+    cluster, node_ids = two_node_cluster
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    storage = tmp_path / "shared"
+
+    code = main([
+        "--domain", "planning", "--address", cluster.address, "--gpus-per-trial", "0.5",
+        "--cpus-per-trial", "1", "--num-samples", str(NUM_TRIALS), "--max-epochs", "2",
+        "--scheduler", "none", "--space", str(space), "--storage-path", str(storage),
+        "--name", "on-cluster", "--wandb", "disabled",
+    ])
+
+    assert code == 0
+    experiment = storage / "on-cluster"
+    analysis = tune.ExperimentAnalysis(str(experiment))
+    assert len(analysis.trials) == NUM_TRIALS
+    assert all(trial.status == "TERMINATED" for trial in analysis.trials)
+
+    # Every trial reports the node it ran on: both nodes took trials.
+    ran_on = {trial.trial_id: trial.last_result["node_id"] for trial in analysis.trials}
+    assert set(ran_on.values()) == node_ids
+
+    # ... at the same time: some trial on one node overlaps in time with one on the other.
+    spans = {trial.trial_id: _span(Path(trial.path)) for trial in analysis.trials}
+    assert any(
+        ran_on[a] != ran_on[b] and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+        for a in spans for b in spans
+    ), f"no two trials on different nodes overlapped: {spans}"
+
+    # One experiment directory holds everything, whichever node a trial ran on.
+    for trial in analysis.trials:
+        trial_dir = Path(trial.path)
+        assert trial_dir.parent == experiment
+        assert (trial_dir / "final_results.json").is_file()
+        assert len((trial_dir / "result.json").read_text().splitlines()) == 2  # one line per epoch
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert summary["num_trials"] == NUM_TRIALS
+
+
+def _span(trial_dir: Path) -> tuple[float, float]:
+    """(first, last) wall time of a trial, from Ray's per-epoch results (timestamp minus the epoch's time)."""
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    return rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]
