@@ -1,0 +1,131 @@
+"""The W&B summary run of an analysis (``--wandb`` on best.py and evaluate.py).
+
+One run in the experiment's W&B group (project from ``search.json``, group = experiment name,
+job_type ``analysis``) holding a ``wandb.Table`` of all trials, the best config as an artifact
+(``<experiment>-best-config``, type ``config``), the best trial's summary numbers and, when given,
+the evaluation figures. Its files go to ``<experiment>/analysis/wandb/``. Offline mode needs no
+account (``wandb sync`` uploads it later); no credential is read or written here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.errors import AnalysisError
+from analysis.experiment import Experiment, best_trial_id, trials_table
+
+DEFAULT_PROJECT = "nsm-search"
+
+
+def resolve_mode(requested: str) -> str:
+    """``auto``: the search's own rule (search.tuner.resolve_wandb_mode), offline when it is unavailable."""
+    if requested != "auto":
+        return requested
+    try:
+        from search.tuner import resolve_wandb_mode
+    except ImportError:
+        return os.environ.get("WANDB_MODE") if os.environ.get("WANDB_MODE") in ("online", "offline") else "offline"
+    mode = resolve_wandb_mode("auto")
+    return "offline" if mode == "disabled" else mode
+
+
+def trials_wandb_table(experiment: Experiment) -> Any:
+    """All trials (ranked ones first) as a ``wandb.Table``."""
+    import wandb
+
+    frame = trials_table(experiment)
+    rows = [[_cell(value) for value in row] for row in frame.itertuples(index=False)]
+    return wandb.Table(columns=[str(c) for c in frame.columns], data=rows, allow_mixed_types=True)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if value != value:  # NaN, pd.NA
+            return None
+    except (TypeError, ValueError):
+        return str(value)
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, (dict, list, tuple)):
+        return str(value)
+    return value
+
+
+def log_summary(
+    experiment: Experiment,
+    mode: str = "auto",
+    best: Any | None = None,  # analysis.best.BestExport
+    evaluation: dict[str, Any] | None = None,  # analysis.evaluate.evaluate_experiment's result
+) -> Path:
+    """Log the summary run; return its local run directory."""
+    import wandb
+
+    mode = resolve_mode(mode)
+    settings = experiment.settings or {}
+    project = settings.get("wandb_project") or DEFAULT_PROJECT
+    trial_id = best.trial_id if best is not None else (evaluation or {}).get("trial_id") or best_trial_id(experiment)
+    config = best.config if best is not None else _best_config(experiment, trial_id, evaluation)
+    table = trials_table(experiment).set_index("trial_id")
+    directory = experiment.analysis_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        run = wandb.init(
+            project=project,
+            group=experiment.name,
+            job_type="analysis",
+            name=f"{experiment.name}-analysis",
+            dir=str(directory),
+            mode=mode,
+            config={"experiment": experiment.name, "domain": experiment.domain, "metric": experiment.metric,
+                    "best_trial": trial_id, "best_config": config},
+            tags=[tag for tag in ("analysis", experiment.domain) if tag],
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True),
+            reinit="create_new",
+        )
+    except Exception as error:  # no account in online mode, an unreachable server
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AnalysisError(f"W&B {mode} run could not start: {text} (try --wandb offline)") from None
+    try:
+        run.log({"trials": trials_wandb_table(experiment)})
+        run.summary["best_trial"] = trial_id
+        run.summary[f"best_{experiment.metric}"] = float(table.loc[trial_id, experiment.metric])
+        run.summary["num_trials"] = len(table)
+        run.summary["experiment_complete"] = experiment.is_complete
+        if best is not None:
+            run.summary["best_epoch"] = best.epoch
+            run.summary["test_acc"] = float(best.final_results["test_metrics"]["test_acc"])
+        if evaluation is not None:
+            run.summary["test_acc"] = evaluation["accuracy"]
+            for name, value in evaluation["per_class_accuracy"].items():
+                run.summary[f"test_acc_{name.replace(' ', '')}"] = value
+            if "seeds" in evaluation:
+                for name in ("best", "baseline"):
+                    run.summary[f"seeds_{name}_test_acc_mean"] = evaluation["seeds"][name]["mean"]
+                    run.summary[f"seeds_{name}_test_acc_std"] = evaluation["seeds"][name]["std"]
+            run.log({f"evaluation/{name}": wandb.Image(path) for name, path in evaluation.get("figures", {}).items()})
+        artifact = wandb.Artifact(f"{experiment.name}-best-config", type="config",
+                                  metadata={"trial_id": trial_id, "metric": experiment.metric, "experiment": str(experiment.path)})
+        with artifact.new_file("best_config.yaml") as handle:
+            handle.write(yaml.safe_dump(config, sort_keys=False))
+        run.log_artifact(artifact)
+        run_dir = Path(run.dir).parent
+    finally:
+        run.finish()
+        # finish() returns before wandb-core has flushed the run's transaction log; shutting the
+        # service down waits for it, so the run directory is complete (and syncable) on return.
+        wandb.teardown()
+    return run_dir
+
+
+def _best_config(experiment: Experiment, trial_id: str, evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    if evaluation is not None and evaluation.get("config"):
+        return dict(evaluation["config"])
+    config = experiment.analysis.get_all_configs().get(trial_id, {})
+    return {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in config.items()}
