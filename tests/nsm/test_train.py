@@ -102,10 +102,10 @@ def test_divergence_ends_the_run_as_diverged_not_a_crash(tmp_path):
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_short_training_beats_the_count_only_shortcut_and_cycle_loss_falls(domain, tmp_path):
     # The count-only classifier tops out at 0.65 (tests/nsm/test_data.py); structure must do better.
-    results = train(TrainConfig(domain=domain, num_graphs=600, epochs=12, lr=3e-3, batch_size=32,
-                                hidden_dim=32, cycle_weight=0.1, save_every=0), tmp_path / domain)
+    results = train(TrainConfig(domain=domain, num_graphs=1000, epochs=20, lr=3e-3, batch_size=32,
+                                cycle_weight=0.1, save_every=0), tmp_path / domain)
     history = json.loads((tmp_path / domain / "training_history.json").read_text())
-    assert results["test_metrics"]["test_acc"] > 0.7, results["test_metrics"]
+    assert results["test_metrics"]["test_acc"] > 0.75, results["test_metrics"]
     assert history[-1]["train_cycle_loss"] < 0.6 * history[0]["train_cycle_loss"]
 
 
