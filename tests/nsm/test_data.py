@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 import nsm
 import nsm.data
 from nsm.data import DOMAINS, _cache, causal, kg, load_domain, planning
+from nsm.data.shortcut import count_features
 
 # Number of leading x columns that one-hot encode the entity type (the rest are role markers).
 TYPE_COLUMNS = {"planning": 6, "causal": 5, "kg": 5}
@@ -179,29 +180,12 @@ def test_root_that_is_a_file_raises_config_error(tmp_path):
         load_domain("planning", num_graphs=20, root=path)
 
 
-def _count_features(graphs, num_relations):
-    """Only counts: sizes, per-relation edges, per-type nodes, in/out degree mean/max/std overall and per relation."""
-    rows = []
-    for g in graphs:
-        n = g.num_nodes
-        src, dst = g.edge_index.numpy()
-        rel = g.edge_type.numpy()
-        row = [n, len(rel), *g.x.sum(0).tolist()]
-        for mask in [np.ones_like(rel, dtype=bool)] + [rel == r for r in range(num_relations)]:
-            row.append(int(mask.sum()))
-            for ends in (src[mask], dst[mask]):
-                deg = np.bincount(ends, minlength=n)
-                row += [deg.mean(), deg.max(), deg.std()]
-        rows.append(row)
-    return np.asarray(rows, dtype=np.float64)
-
-
 @pytest.mark.parametrize("name", DOMAINS)
 def test_count_only_classifier_is_near_chance(full, name):
     d = full[name]
-    x_train = _count_features(d.train + d.val, d.num_relations)
+    x_train = count_features(d.train + d.val, d.num_relations)
     y_train = np.asarray([int(g.y) for g in d.train + d.val])
-    x_test = _count_features(d.test, d.num_relations)
+    x_test = count_features(d.test, d.num_relations)
     y_test = np.asarray([int(g.y) for g in d.test])
     # One OpenMP thread: on a busy 2-core machine more threads spin-wait and take minutes, not seconds.
     with threadpool_limits(limits=1):
