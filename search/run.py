@@ -37,12 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", default=str(DEFAULT_SPACE), metavar="FILE",
                         help="search-space YAML (distributions and fixed trainer keys, per-domain overrides)")
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
-                        help="trials to run (default: 12 on CPUs, 64 when trials use GPUs)")
+                        help="trials to run (default: 24 on CPUs, 64 when trials use GPUs)")
     parser.add_argument("--max-epochs", type=int, default=None, metavar="E",
                         help="epochs of a trial that is never stopped early; ASHA's max_t (default: the space "
-                             "file's `epochs`, else 15 on CPUs, 50 on GPUs)")
+                             "file's `epochs`, else 20 on CPUs, 50 on GPUs)")
     parser.add_argument("--scheduler", choices=("asha", "none"), default="asha",
-                        help="early stopping: ASHA on the metric (grace period ~max_epochs/8, reduction factor 3), or none")
+                        help="early stopping: ASHA on the metric (grace period ~max_epochs/4, reduction factor 3), or none")
     parser.add_argument("--searcher", choices=("tpe", "random"), default="tpe",
                         help="Optuna sampler (seeded with --seed); the baseline config is always the first trial")
     parser.add_argument("--metric", default="val_acc",

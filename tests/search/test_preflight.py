@@ -14,7 +14,7 @@ GPU_BOX = ClusterResources(cpus=16, gpus=1, largest_node_cpus=16, largest_node_g
 
 def test_cpu_laptop_gets_the_short_budget():
     budget = choose_budget(LAPTOP, None, None, None, None, None)
-    assert (budget.num_samples, budget.max_epochs) == (12, 15)
+    assert (budget.num_samples, budget.max_epochs) == (24, 20)
     assert (budget.cpus_per_trial, budget.gpus_per_trial, budget.max_concurrent) == (1.0, 0.0, 2)
 
 
@@ -39,7 +39,7 @@ def test_resource_checks_say_what_exists():
     check_trial_resources(1, 0.25, GPU_BOX)
 
 
-@pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (4, 1), (15, 2), (50, 6)])
+@pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (4, 1), (15, 4), (20, 5), (50, 12)])
 def test_asha_grace_period(epochs, grace):
     assert asha_grace_period(epochs) == grace
 
