@@ -8,7 +8,8 @@
    seeds: epochs consumed and best val_acc. Target: within 1 point of random's best val_acc using
    at most 40% of its epochs.
 
-    python bench/search.py                         # defaults sized for a 2-core laptop (~15 min)
+    python bench/search.py                         # defaults sized for a 2-core laptop (~30 min)
+    python bench/search.py --skip-overhead --seeds 0   # one efficiency comparison (~8 min)
     python bench/search.py --quick                 # a couple of minutes, for a smoke check
 """
 
@@ -40,9 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=4, help="overhead: trials of the fixed budget")
     parser.add_argument("--overhead-epochs", type=int, default=4)
     parser.add_argument("--num-samples", type=int, default=12, help="efficiency: trials per search")
-    parser.add_argument("--max-epochs", type=int, default=12, help="efficiency: epoch budget per trial")
-    parser.add_argument("--num-graphs", type=int, default=600)
-    parser.add_argument("--hidden-dim", type=int, default=32)
+    parser.add_argument("--max-epochs", type=int, default=16, help="efficiency: epoch budget per trial")
+    parser.add_argument("--num-graphs", type=int, default=1000, help="enough for the NSM to learn within the budget")
+    parser.add_argument("--hidden-dim", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-efficiency", action="store_true")
