@@ -8,7 +8,8 @@
 - Checkpoints: every epoch, ``num_to_keep=2`` ranked by the metric (Ray always keeps the latest as
   well, which is what a restarted trial resumes from). ``FailureConfig`` retries a crashed trial
   from its last checkpoint.
-- W&B: Ray's ``WandbLoggerCallback``; group = experiment, tags = domain and searcher.
+- W&B: Ray's ``WandbLoggerCallback`` (flushing each run before its actor ends); group = experiment,
+  tags = domain and searcher.
 """
 
 from __future__ import annotations
@@ -128,12 +129,13 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
     if wandb_mode == "disabled":
         return []
     import wandb
-    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    from search.wandb_logging import FlushingWandbLoggerCallback
 
     wandb_dir = Path(settings.experiment_dir)
     (wandb_dir / "wandb").mkdir(parents=True, exist_ok=True)
     return [
-        WandbLoggerCallback(
+        FlushingWandbLoggerCallback(
             project=settings.wandb_project,
             group=settings.name,
             tags=[settings.domain, settings.searcher],
