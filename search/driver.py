@@ -224,7 +224,10 @@ def _ray_session(address: str | None) -> Iterator[bool]:
     attempts = 1 if address else 2  # a local start can time out on a busy machine (Ray waits 30 s)
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            # "local" starts a fresh instance; Ray's own default would join whatever cluster a
+            # `ray start` or a crashed run left recorded in /tmp/ray. RAY_ADDRESS still wins.
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
+                     include_dashboard=False, logging_level=logging.WARNING)
             break
         except Exception as error:  # Ray raises bare Exception for a startup timeout
             ray.shutdown()
