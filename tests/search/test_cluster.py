@@ -18,6 +18,9 @@ from ray.cluster_utils import Cluster
 from search.run import main
 
 NUM_TRIALS = 4
+# Trials must outlast the start of the others' actors (seconds on 2 cores), or reused actors on the
+# head node can run all four one after another and the worker is never needed (seen in CI).
+EPOCHS = 5
 
 TINY_SPACE = """\
 default:
@@ -26,7 +29,7 @@ default:
   batch_size: {type: choice, values: [32, 64]}
   hidden_dim: 16
   num_bases: 2
-  num_graphs: 120
+  num_graphs: 800
   save_every: 0
 domains:
   planning: {}
@@ -57,7 +60,7 @@ def test_search_uses_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_pat
 
     code = main([
         "--domain", "planning", "--address", cluster.address, "--gpus-per-trial", "0.5",
-        "--cpus-per-trial", "1", "--num-samples", str(NUM_TRIALS), "--max-epochs", "2",
+        "--cpus-per-trial", "1", "--num-samples", str(NUM_TRIALS), "--max-epochs", str(EPOCHS),
         "--scheduler", "none", "--space", str(space), "--storage-path", str(storage),
         "--name", "on-cluster", "--wandb", "disabled",
     ])
@@ -84,7 +87,7 @@ def test_search_uses_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_pat
         trial_dir = Path(trial.path)
         assert trial_dir.parent == experiment
         assert (trial_dir / "final_results.json").is_file()
-        assert len((trial_dir / "result.json").read_text().splitlines()) == 2  # one line per epoch
+        assert len((trial_dir / "result.json").read_text().splitlines()) == EPOCHS  # one line per epoch
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["num_trials"] == NUM_TRIALS
 
