@@ -20,16 +20,19 @@ import nsm
 from nsm.data import DOMAINS
 from nsm.errors import ConfigError
 from nsm.train import BASELINE, TrainConfig, load_config_file
-from search import preflight, report
+from search import preflight, report, storage
 from search.errors import SearchError
 from search.settings import SETTINGS_FILE, SearchSettings
-from search.tuner import build_tuner, resolve_wandb_mode, restore_tuner
+from search.study import STUDY_FILE
+from search.tuner import WANDB_DIR, build_tuner, resolve_wandb_mode, restore_tuner
 from spaces import DEFAULT_SPACE, load_space, searched_keys
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
 _TERMINAL_STATUSES = ("TERMINATED", "ERROR")
+# What a URI experiment's mirror needs on --resume; Ray restores its own state from the location.
+_DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE)
 
 
 @dataclass
@@ -118,7 +121,7 @@ def _plan(request: SearchRequest) -> list[_Plan]:
     preflight.check_counts(request.num_samples, request.max_epochs, request.cpus_per_trial,
                            request.gpus_per_trial, request.max_concurrent, request.time_budget_s)
     preflight.check_storage_path(request.storage_path)
-    storage_path = Path(request.storage_path).expanduser().resolve()
+    storage_path = _absolute_storage_path(request.storage_path)
     if request.metric not in nsm.METRIC_NAMES:
         raise SearchError(f"--metric must be one of nsm's metrics ({', '.join(nsm.METRIC_NAMES)}), got {request.metric!r}")
     if request.resume is not None:
@@ -139,7 +142,7 @@ def _plan(request: SearchRequest) -> list[_Plan]:
             name = f"{domain}-{stamp}"
         else:
             name = request.name if len(domains) == 1 else f"{request.name}-{domain}"
-        if (storage_path / name).exists():
+        if storage.exists(storage.experiment_location(storage_path, name)):
             raise SearchError(f"experiment {name!r} already exists in {storage_path} (continue it with --resume {name}, or pick another --name)")
         space = load_space(request.space, domain)
         max_epochs_from_space = space.pop("epochs", None)
@@ -151,21 +154,33 @@ def _plan(request: SearchRequest) -> list[_Plan]:
     return plans
 
 
-def _plan_resume(request: SearchRequest, storage_path: Path) -> _Plan:
+def _plan_resume(request: SearchRequest, storage_path: str) -> _Plan:
     preflight.check_name(request.resume)
-    experiment_dir = storage_path / request.resume
-    if not experiment_dir.is_dir():
+    location = storage.experiment_location(storage_path, request.resume)
+    if not storage.exists(location):
         raise SearchError(f"--resume {request.resume}: no experiment of that name in {storage_path}")
-    if not (experiment_dir / SETTINGS_FILE).is_file():
-        raise SearchError(f"--resume {request.resume}: {experiment_dir} is not a search (no {SETTINGS_FILE})")
+    if not storage.is_file(location, SETTINGS_FILE):
+        raise SearchError(f"--resume {request.resume}: {location} is not a search (no {SETTINGS_FILE})")
     from ray.tune import Tuner
 
-    if not Tuner.can_restore(str(experiment_dir)):
-        raise SearchError(f"--resume {request.resume}: {experiment_dir} holds no Ray Tune experiment state to restore")
-    settings = SearchSettings.load(experiment_dir)
+    if not Tuner.can_restore(location):
+        raise SearchError(f"--resume {request.resume}: {location} holds no Ray Tune experiment state to restore")
+    local_dir = Path(location)
+    if storage.is_uri(storage_path):
+        # The location holds the truth: Ray's snapshots there were taken together with its journal.
+        local_dir = storage.local_mirror(storage_path, request.resume)
+        storage.reset_mirror(local_dir)
+        storage.pull(location, local_dir, _DRIVER_FILES)
+    settings = SearchSettings.load(local_dir)
     # The experiment may have been moved or its storage path spelled differently: trust where it is now.
-    settings = replace(settings, storage_path=str(storage_path), name=request.resume)
+    settings = replace(settings, storage_path=storage_path, name=request.resume)
     return _Plan(settings=settings, domain=settings.domain, name=settings.name)
+
+
+def _absolute_storage_path(storage_path: str) -> str:
+    if storage.is_uri(storage_path):
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve())
 
 
 def _read_warm_start(path: str | None) -> TrainConfig | None:
@@ -258,7 +273,7 @@ def _finalize(plan: _Plan, request: SearchRequest, resources: preflight.ClusterR
     return SearchSettings(
         domain=plan.domain,
         name=plan.name,
-        storage_path=str(Path(request.storage_path).expanduser().resolve()),
+        storage_path=_absolute_storage_path(request.storage_path),
         space=str(Path(request.space).resolve()),
         num_samples=budget.num_samples,
         max_epochs=budget.max_epochs,
@@ -304,27 +319,48 @@ def _print_budget(settings: SearchSettings, resources: preflight.ClusterResource
 def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any]) -> tuple[dict[str, Any], bool]:
     resumed = plan.param_space is None
     wandb_mode = resolve_wandb_mode(settings.wandb)
-    print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_dir}; W&B {wandb_mode}")
+    print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
     if resumed:
         tuner = restore_tuner(settings)
     else:
-        settings.experiment_dir.mkdir(parents=True, exist_ok=False)
+        if settings.remote:
+            storage.reset_mirror(settings.experiment_dir)
+        else:
+            settings.experiment_dir.mkdir(parents=True, exist_ok=False)
         settings.save()
+        _push_driver_files(settings, [SETTINGS_FILE])
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
     started = time.monotonic()
-    with _wandb_environment(wandb_mode):
-        results = tuner.fit()
+    try:
+        with _wandb_environment(wandb_mode):
+            results = tuner.fit()
+    finally:
+        # Tuner.fit returns on Ctrl-C; this also covers an exception escaping it.
+        _push_driver_files(settings, [STUDY_FILE, WANDB_DIR])
     elapsed = time.monotonic() - started
 
-    statuses = report.trial_statuses(settings.experiment_dir)
+    statuses = report.trial_statuses(settings.experiment_path)
     summary = report.summarize(results, settings, _baseline_point(settings, plan), statuses)
     report.write_summary(summary, settings.experiment_dir)
+    _push_driver_files(settings, [report.SUMMARY_FILE])
     print()
     print(report.format_report(summary))
     unfinished = any(status not in _TERMINAL_STATUSES for status in statuses.values())
     budget_spent = settings.time_budget_s is not None and elapsed >= 0.99 * settings.time_budget_s
     interrupted = unfinished or (len(statuses) < settings.num_samples and not budget_spent)
     return summary, interrupted
+
+
+def _push_driver_files(settings: SearchSettings, names: list[str]) -> None:
+    """Copy driver files from a URI experiment's local mirror to its location (a local one is in place)."""
+    if not settings.remote:
+        return
+    try:
+        storage.push(settings.experiment_dir, settings.experiment_path, names)
+    except OSError as error:
+        # Not fatal to the run: the mirror keeps the files, and the message says where.
+        print(f"warning: could not copy {', '.join(names)} from {settings.experiment_dir} to "
+              f"{settings.experiment_path}: {str(error).strip().splitlines()[0]}")
 
 
 def _baseline_point(settings: SearchSettings, plan: _Plan) -> dict[str, Any]:

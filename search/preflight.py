@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from search import storage
 from search.errors import SearchError
 
 # Budgets of the bare command. CPU: the planning trainer does ~1000 graphs/s on 2 threads and an
@@ -88,10 +89,10 @@ def check_name(name: str) -> None:
 
 
 def check_storage_path(storage_path: str) -> None:
-    if "://" in storage_path:
-        raise SearchError(
-            f"--storage-path must be a local or shared filesystem path (the Optuna journal is a file), got {storage_path!r}"
-        )
+    """A directory (created if missing) or a URI that pyarrow can open, as Ray's ``storage_path`` accepts."""
+    if storage.is_uri(storage_path):
+        storage.check_storage_uri(storage_path)
+        return
     if os.path.exists(storage_path) and not os.path.isdir(storage_path):
         raise SearchError(f"--storage-path {storage_path} exists and is not a directory")
 

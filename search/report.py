@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import tune
 
+from search import storage
 from search.outcome import ERROR, UNFINISHED, trial_outcome
 from search.settings import SearchSettings
 from search.trainable import CHECKPOINT_FILE
@@ -22,9 +23,9 @@ TABLE_ROWS = 10
 SEARCHED_COLUMNS = ("lr", "cycle_weight", "batch_size")
 
 
-def trial_statuses(experiment_dir: str | Path) -> dict[str, str]:
-    """Ray's final status (TERMINATED, ERROR, PENDING, ...) of every trial of an experiment."""
-    analysis = tune.ExperimentAnalysis(str(experiment_dir))
+def trial_statuses(experiment_path: str | Path) -> dict[str, str]:
+    """Ray's final status (TERMINATED, ERROR, PENDING, ...) of every trial of an experiment (a path or URI)."""
+    analysis = tune.ExperimentAnalysis(str(experiment_path))
     return {trial.trial_id: trial.status for trial in analysis.trials}
 
 
@@ -43,13 +44,15 @@ def summarize(
     if best_result is not None:
         checkpoint = best_result.get_best_checkpoint(settings.metric, settings.mode)
         if checkpoint is not None:
-            best_checkpoint = str(Path(checkpoint.path) / CHECKPOINT_FILE)
+            best_checkpoint = f"{checkpoint.path}/{CHECKPOINT_FILE}"
+            if settings.remote:  # Ray's path on the storage filesystem has lost the scheme
+                best_checkpoint = f"{settings.storage_path.split('://')[0]}://{best_checkpoint}"
     gain = None
     if best_row is not None and baseline is not None and _finite(baseline[settings.metric]):
         gain = best_row[settings.metric] - baseline[settings.metric]
     return {
         "experiment": settings.name,
-        "experiment_dir": str(settings.experiment_dir),
+        "experiment_dir": settings.experiment_path,
         "domain": settings.domain,
         "metric": settings.metric,
         "mode": settings.mode,
@@ -94,7 +97,7 @@ def format_report(summary: dict[str, Any]) -> str:
         config = ", ".join(f"{key}={_format_value(best[key])}" for key in SEARCHED_COLUMNS)
         lines.append(f"best: {metric} {best[metric]:.4f}{gain_text} with {config} (trial {best['trial_id']})")
         lines.append(f"best checkpoint: {summary['best_checkpoint']}")
-    lines.append(f"summary: {Path(summary['experiment_dir']) / SUMMARY_FILE}")
+    lines.append(f"summary: {storage.experiment_location(summary['experiment_dir'], SUMMARY_FILE)}")
     return "\n".join(lines)
 
 

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None,
                         help="join an existing Ray cluster: 'auto' or 'ray://host:port' (default: start a local one)")
     parser.add_argument("--storage-path", default="./results",
-                        help="directory holding one subdirectory per experiment")
+                        help="directory holding one subdirectory per experiment, or a cloud URI that pyarrow "
+                             "opens (s3://bucket/path, gs://bucket/path), as Ray's storage_path accepts")
     parser.add_argument("--name", default=None,
                         help="experiment name (default: <domain>-<UTC timestamp>; with --domain all, <name>-<domain>); "
                              "an existing name is refused unless resumed")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search import storage
 from search.errors import SearchError
 
 SETTINGS_FILE = "search.json"
@@ -20,7 +21,7 @@ class SearchSettings:
 
     domain: str
     name: str
-    storage_path: str  # absolute
+    storage_path: str  # absolute path, or a URI (s3://..., gs://...) that Ray and pyarrow write to
     space: str  # absolute path of the space file
     num_samples: int
     max_epochs: int
@@ -41,8 +42,20 @@ class SearchSettings:
     reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
 
     @property
+    def experiment_path(self) -> str:
+        """Where Ray keeps the experiment: a local path or a URI (see :mod:`search.storage`)."""
+        return storage.experiment_location(self.storage_path, self.name)
+
+    @property
     def experiment_dir(self) -> Path:
+        """The local directory of the driver's own files: the experiment itself, or its mirror for a URI."""
+        if storage.is_uri(self.storage_path):
+            return storage.local_mirror(self.storage_path, self.name)
         return Path(self.storage_path) / self.name
+
+    @property
+    def remote(self) -> bool:
+        return storage.is_uri(self.storage_path)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

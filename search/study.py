@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,10 @@ class PruneAwareOptunaSearch(OptunaSearch):
         max_epochs: int,
         sampler: optuna.samplers.BaseSampler,
         points_to_evaluate: list[dict[str, Any]] | None = None,
+        copy_journal_into_snapshots: bool = False,
     ) -> None:
         self._journal_path = str(journal_path)
+        self._copy_journal_into_snapshots = copy_journal_into_snapshots
         self._max_epochs = max_epochs
         self._best_values: dict[str, float] = {}
         storage = JournalStorage(JournalFileBackend(self._journal_path))
@@ -160,6 +164,16 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].report(value, step=int(epoch))
 
     # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, checkpoint_path: str) -> None:
+        super().save(checkpoint_path)
+        if self._copy_journal_into_snapshots:
+            # Ray uploads its snapshot directory (where checkpoint_path is) to a URI experiment's
+            # location in one sync: the journal then always matches the searcher state beside it.
+            snapshot_journal = Path(checkpoint_path).with_name(STUDY_FILE)
+            staged = snapshot_journal.with_name(f".{STUDY_FILE}.tmp")
+            shutil.copyfile(self._journal_path, staged)
+            os.replace(staged, snapshot_journal)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

@@ -27,6 +27,7 @@ from search.settings import SearchSettings
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler
 from search.trainable import train_nsm
 
+WANDB_DIR = "wandb"  # offline W&B runs, inside the experiment directory
 CHECKPOINTS_TO_KEEP = 2
 MAX_FAILURES = 2  # retries of a crashed trial, each from its last checkpoint
 
@@ -51,6 +52,8 @@ def build_tuner(
     _configure_snapshots()
     searcher = PruneAwareOptunaSearch(
         journal_path=settings.experiment_dir / STUDY_FILE,
+        # For a URI, Ray's snapshots carry the journal to the location (see search.storage).
+        copy_journal_into_snapshots=settings.remote,
         study_name=settings.name,
         max_epochs=settings.max_epochs,
         sampler=make_sampler(settings.searcher, settings.seed, settings.num_samples),
@@ -90,7 +93,7 @@ def restore_tuner(settings: SearchSettings) -> tune.Tuner:
     """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
     _configure_snapshots()
     return tune.Tuner.restore(
-        str(settings.experiment_dir),
+        settings.experiment_path,
         trainable=_with_resources(train_nsm, settings),
         resume_unfinished=True,
         resume_errored=True,
@@ -133,7 +136,7 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
     from search.wandb_logging import FlushingWandbLoggerCallback
 
     wandb_dir = Path(settings.experiment_dir)
-    (wandb_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    (wandb_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
     return [
         FlushingWandbLoggerCallback(
             project=settings.wandb_project,

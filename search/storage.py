@@ -1,0 +1,127 @@
+"""Where an experiment lives: a local (or shared) directory, or a cloud URI that Ray writes through pyarrow.
+
+Ray persists its own state (experiment snapshots, trial results and checkpoints) to either kind of
+``--storage-path`` by itself. The driver's own files (``search.json``, the Optuna journal,
+``summary.json``, offline W&B runs) are ordinary local files, so for a URI they are written to a local
+mirror directory and copied to the experiment's location with the same pyarrow filesystem Ray uses:
+
+- ``search.json`` right after it is written, so that ``--resume`` can find a search killed early;
+- ``study.journal`` inside each of Ray's experiment snapshots (see
+  :meth:`search.study.PruneAwareOptunaSearch.save`), so that the study and Ray's searcher state
+  stay consistent with each other;
+- everything at the end of each run (and of each interrupted run).
+
+On ``--resume`` the mirror is rebuilt from the experiment's location, which holds the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from search.errors import SearchError
+
+
+def is_uri(storage_path: str) -> bool:
+    """``scheme://...`` (``s3://``, ``gs://``, ``file://``, ...), as opposed to a plain path."""
+    return "://" in storage_path
+
+
+def experiment_location(storage_path: str, name: str) -> str:
+    """The experiment ``name`` under ``storage_path``; a URI's query (``?endpoint_override=...``) is kept."""
+    if not is_uri(storage_path):
+        return str(Path(storage_path) / name)
+    parts = urlsplit(storage_path)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + name))
+
+
+def local_mirror(storage_path: str, name: str) -> Path:
+    """The local directory that mirrors a URI experiment's driver files.
+
+    Derived from the location alone, so it is the same path on every machine and in every run: the
+    Optuna searcher that Ray pickles keeps the journal's path, and a restore elsewhere finds it again.
+    """
+    digest = hashlib.sha256(experiment_location(storage_path, name).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "nsm-search-mirror" / digest / name
+
+
+def check_storage_uri(storage_path: str) -> None:
+    """Fail fast, in one line, on a URI pyarrow cannot open (unknown scheme, bad options, no access)."""
+    import pyarrow.fs
+
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(storage_path)
+        info = filesystem.get_file_info(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... with multi-line messages
+        raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
+    if info.type == pyarrow.fs.FileType.File:
+        raise SearchError(f"--storage-path {storage_path} exists and is not a directory")
+
+
+def exists(location: str) -> bool:
+    """Whether anything (a file or a directory) exists at ``location``."""
+    if not is_uri(location):
+        return Path(location).exists()
+    import pyarrow.fs
+
+    filesystem, path = _resolve(location)
+    return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def is_file(location: str, name: str) -> bool:
+    """Whether ``location`` holds a file called ``name``."""
+    if not is_uri(location):
+        return (Path(location) / name).is_file()
+    import pyarrow.fs
+
+    filesystem, path = _resolve(location)
+    return filesystem.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File
+
+
+def reset_mirror(mirror: Path) -> None:
+    """An empty mirror directory: what an earlier run left there is older than the experiment's location."""
+    shutil.rmtree(mirror, ignore_errors=True)
+    mirror.mkdir(parents=True)
+
+
+def pull(location: str, mirror: Path, names: Iterable[str]) -> None:
+    """Copy the files ``names`` that ``location`` holds into ``mirror`` (missing ones are skipped)."""
+    import pyarrow.fs
+
+    filesystem, path = _resolve(location)
+    for name in names:
+        source = f"{path}/{name}"
+        if filesystem.get_file_info(source).type == pyarrow.fs.FileType.File:
+            pyarrow.fs.copy_files(source, str(mirror / name), source_filesystem=filesystem,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+
+def push(mirror: Path, location: str, names: Iterable[str]) -> None:
+    """Copy the files or directories ``names`` in ``mirror`` to ``location`` (missing ones are skipped)."""
+    import pyarrow.fs
+
+    filesystem, path = _resolve(location)
+    for name in names:
+        source = mirror / name
+        if not source.exists():
+            continue
+        destination = f"{path}/{name}"
+        filesystem.create_dir(destination if source.is_dir() else path, recursive=True)
+        pyarrow.fs.copy_files(str(source), destination, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                              destination_filesystem=filesystem)
+
+
+def _resolve(location: str) -> tuple[object, str]:
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
+    return filesystem, path.rstrip("/")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
