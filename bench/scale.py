@@ -8,6 +8,9 @@ the wall time is the cost of running the search:
 
 - overhead per trial = (wall time - ideal time) / trials, where the ideal time is the trials' own
   busy time (epochs actually run x epoch duration) spread perfectly over the slots. Target < 0.2 s.
+- driver CPU per trial: the driver process's CPU time (all its threads) during the search, divided by
+  the trials. On a small machine the trial processes compete with the driver for cores and inflate the
+  wall-time overhead; this number is the driver's own work, which is what limits a large cluster.
 - driver memory growth per trial: the driver's RSS sampled as trials complete, slope of a least-squares
   line over the second half of the run (after warm-up). Target: small and flat (no unbounded growth).
 
@@ -60,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args, storage, slots)
         meter = _DriverMemory(every=max(1, args.num_trials // 50))
         tuner = _tuner(settings, _stand_in(args.epoch_s, args.epochs), meter)
-        started = time.monotonic()
+        driver = psutil.Process(os.getpid())
+        driver_before, machine_before, started = _cpu_seconds(driver), _machine_busy_seconds(), time.monotonic()
         results = tuner.fit()
         wall = time.monotonic() - started
+        driver_cpu, machine_cpu = _cpu_seconds(driver) - driver_before, _machine_busy_seconds() - machine_before
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
@@ -76,9 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trials run: {len(results)} ({epochs_run} epochs; {len(results.errors)} errors)")
     print(f"wall {wall:.1f} s vs ideal {ideal:.1f} s: driver overhead {overhead:.3f} s/trial "
           f"(target < {OVERHEAD_TARGET_S} s: {'ok' if overhead < OVERHEAD_TARGET_S else 'MISSED'})")
+    print(f"driver CPU {driver_cpu:.1f} s: {driver_cpu / max(1, len(results)):.3f} s/trial "
+          f"(the driver's own work, whatever else shares its cores)")
+    print(f"machine CPU {machine_cpu:.1f} s of {wall * psutil.cpu_count():.1f} s available "
+          f"({psutil.cpu_count()} cores): the driver {driver_cpu / max(machine_cpu, 1e-9):.0%} of it, "
+          f"the rest Ray's trial processes, raylet and GCS")
     print(f"driver RSS {meter.first_mb:.0f} MB -> {meter.last_mb:.0f} MB (+{growth_mb:.0f} MB); "
           f"growth over the second half {slope_kb:.1f} KB/trial")
     return 0
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -44,9 +44,7 @@ def summarize(
     if best_result is not None:
         checkpoint = best_result.get_best_checkpoint(settings.metric, settings.mode)
         if checkpoint is not None:
-            best_checkpoint = f"{checkpoint.path}/{CHECKPOINT_FILE}"
-            if settings.remote:  # Ray's path on the storage filesystem has lost the scheme
-                best_checkpoint = f"{settings.storage_path.split('://')[0]}://{best_checkpoint}"
+            best_checkpoint = _with_scheme(f"{checkpoint.path}/{CHECKPOINT_FILE}", settings)
     gain = None
     if best_row is not None and baseline is not None and _finite(baseline[settings.metric]):
         gain = best_row[settings.metric] - baseline[settings.metric]
@@ -146,9 +144,14 @@ def _row(result: tune.Result, settings: SearchSettings, statuses: dict[str, str]
         "epochs": epochs,
         "status": outcome,
         "config": config,
-        "trial_dir": result.path,
+        "trial_dir": _with_scheme(result.path, settings),
     }
     return row, result
+
+
+def _with_scheme(path: str, settings: SearchSettings) -> str:
+    """A path Ray reports on the storage filesystem, which lost the URI scheme (``s3://``) of a remote one."""
+    return f"{settings.storage_path.split('://')[0]}://{path}" if settings.remote else path
 
 
 def _matches(config: dict[str, Any], point: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@
 - Checkpoints: every epoch, ``num_to_keep=2`` ranked by the metric (Ray always keeps the latest as
   well, which is what a restarted trial resumes from). ``FailureConfig`` retries a crashed trial
   from its last checkpoint.
+- Loggers: Ray's JSON and CSV result files (not TensorBoard; see _configure_ray_tune).
 - W&B: Ray's ``WandbLoggerCallback`` (flushing each run before its actor ends); group = experiment,
   tags = domain and searcher.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
@@ -49,7 +51,7 @@ def build_tuner(
 
     ``trainable`` is the nsm trainable; bench/scale.py passes a stand-in to measure the driver alone.
     """
-    _configure_snapshots()
+    _configure_ray_tune()
     searcher = PruneAwareOptunaSearch(
         journal_path=settings.experiment_dir / STUDY_FILE,
         # For a URI, Ray's snapshots carry the journal to the location (see search.storage).
@@ -91,7 +93,7 @@ def build_tuner(
 
 def restore_tuner(settings: SearchSettings) -> tune.Tuner:
     """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
-    _configure_snapshots()
+    _configure_ray_tune()
     return tune.Tuner.restore(
         settings.experiment_path,
         trainable=_with_resources(train_nsm, settings),
@@ -105,10 +107,14 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _configure_snapshots() -> None:
+def _configure_ray_tune() -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_PERIOD_S)
     # Frequent snapshots are intended (see above); Ray warns about them unless told not to.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's default loggers include TensorBoard, whose per-result flushes were a sixth of the driver's
+    # time at hundreds of trials (bench/scale.py); W&B is the dashboard here. The JSON and CSV loggers
+    # that ResultGrid and the analysis read are added explicitly in _callbacks.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def _with_resources(trainable: Callable[[dict[str, Any]], None], settings: SearchSettings) -> Any:
@@ -129,8 +135,9 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
 
 
 def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     if wandb_mode == "disabled":
-        return []
+        return loggers
     import wandb
 
     from search.wandb_logging import FlushingWandbLoggerCallback
@@ -138,6 +145,7 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
     wandb_dir = Path(settings.experiment_dir)
     (wandb_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
     return [
+        *loggers,
         FlushingWandbLoggerCallback(
             project=settings.wandb_project,
             group=settings.name,

@@ -117,6 +117,7 @@ def test_search_on_s3_killed_then_resumed_on_a_fresh_machine(tmp_path, tiny_spac
     assert all(row["status"] in ("completed", "pruned") for row in summary["trials"])
     assert summary["best_checkpoint"].startswith(f"s3://{BUCKET}/results/{name}/")
     for row in summary["trials"]:  # no trial trained an epoch twice
+        assert row["trial_dir"] == f"s3://{BUCKET}/results/{name}/trial_{row['trial_id']}"
         epochs = [json.loads(line)["epoch"] for line in read_text(location, f"trial_{row['trial_id']}/result.json").splitlines()]
         assert sorted(epochs) == sorted(set(epochs)) and epochs, row["trial_id"]
 
