@@ -56,6 +56,11 @@ def test_every_domain_end_to_end(tmp_path, tiny_space, ray_session, capsys):
         first = load_study(experiment_dir).trials[0]
         assert first.params == BASELINE and first.user_attrs["ray_trial_id"] == summary["baseline"]["trial_id"]
         assert Path(summary["best_checkpoint"]).is_file()
+        # Ray's JSON and CSV result files, which ResultGrid reads; no TensorBoard files (see search.tuner).
+        for row in summary["trials"]:
+            written = {path.name for path in Path(row["trial_dir"]).iterdir()}
+            assert {"result.json", "progress.csv"} <= written
+            assert not any(name.startswith("events.out.tfevents") for name in written)
         assert Path(summary["best_checkpoint"]).name == "checkpoint.pt"
         # The ranked table printed the same best trial.
         assert f"(trial {summary['best']['trial_id']})" in out
