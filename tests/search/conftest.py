@@ -24,11 +24,15 @@ default:
 """
 
 
+def write_tiny_space(path: Path, num_graphs: int = 160) -> Path:
+    """The tiny space, written to ``path``; more graphs make longer epochs."""
+    path.write_text(textwrap.dedent(TINY_SPACE).replace("num_graphs: 160", f"num_graphs: {num_graphs}"))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_space(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("spaces") / "tiny.yaml"
-    path.write_text(textwrap.dedent(TINY_SPACE))
-    return path
+    return write_tiny_space(tmp_path_factory.mktemp("spaces") / "tiny.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -17,23 +17,12 @@ from ray.cluster_utils import Cluster
 
 from search.run import main
 
+from .conftest import write_tiny_space
+
 NUM_TRIALS = 4
 # Trials must outlast the start of the others' actors (seconds on 2 cores), or reused actors on the
 # head node can run all four one after another and the worker is never needed (seen in CI).
 EPOCHS = 5
-
-TINY_SPACE = """\
-default:
-  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
-  cycle_weight: {type: loguniform, low: 1.0e-3, high: 0.1}
-  batch_size: {type: choice, values: [32, 64]}
-  hidden_dim: 16
-  num_bases: 2
-  num_graphs: 800
-  save_every: 0
-domains:
-  planning: {}
-"""
 
 
 @pytest.fixture
@@ -54,8 +43,7 @@ def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
 
 def test_search_uses_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_path: Path) -> None:
     cluster, node_ids = two_node_cluster
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_tiny_space(tmp_path / "tiny.yaml", num_graphs=800)
     storage = tmp_path / "shared"
 
     code = main([

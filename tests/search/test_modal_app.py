@@ -23,20 +23,9 @@ from ray import tune
 
 from search import modal_app
 
-NUM_TRIALS = 6  # one at a time: the kill lands after the 2nd is recorded done, well before the 6th
+from .conftest import write_tiny_space
 
-TINY_SPACE = """\
-default:
-  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
-  cycle_weight: {type: loguniform, low: 1.0e-3, high: 0.1}
-  batch_size: {type: choice, values: [32, 64]}
-  hidden_dim: 16
-  num_bases: 2
-  num_graphs: 120
-  save_every: 0
-domains:
-  planning: {}
-"""
+NUM_TRIALS = 6  # one at a time: the kill lands after the 2nd is recorded done, well before the 6th
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,8 +155,7 @@ def test_commit_waits_for_ray_to_record_the_finished_trial(tmp_path: Path) -> No
 
 
 def test_killed_run_resumes_without_losing_or_rerunning_finished_trials(tmp_path: Path) -> None:
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_tiny_space(tmp_path / "tiny.yaml", num_graphs=120)
     volume = tmp_path / "volume"
     volume.mkdir()
     search_argv = [
