@@ -28,14 +28,13 @@ if __package__ in (None, ""):
 
 import pandas as pd
 
-from analysis import _io
+from analysis import _cli, _io
 from analysis.errors import AnalysisError
 from analysis.experiment import (
     BestCheckpoint,
     Experiment,
     best_checkpoint,
     best_trial_id,
-    open_experiment,
     ranked_trials,
     searched_params,
     trial_history,
@@ -191,31 +190,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        experiment = open_experiment(args.experiment, metric=args.metric, mode=args.mode)
-        note = experiment.status_note()
-        if note:
-            print(f"note: {note}")
-        exported = export_best(experiment, args.out)
-        print(f"{experiment.name}: {len(ranked_trials(experiment))} finished trials ranked by {experiment.metric} ({experiment.mode})")
-        print(format_table(experiment, args.top))
-        test_acc = exported.final_results["test_metrics"]["test_acc"]
-        print(
-            f"best: trial {exported.trial_id}, epoch {exported.epoch}: {experiment.metric} {exported.value:.4f}, "
-            f"test_acc {test_acc:.4f}\nwrote {exported.directory}/ ({', '.join(BEST_FILES)})\n"
-            f"train it:  python -m nsm.train --config {exported.files['best_config.yaml']}\n"
-            f"warm-start a search:  python search/run.py --domain {exported.config['domain']} "
-            f"--warm-start {exported.files['best_config.yaml']}"
-        )
-        if args.wandb:
-            from analysis._wandb import log_summary
+    return _cli.run(lambda: _main(args))
 
-            run_dir = log_summary(experiment, mode=args.wandb, best=exported)
-            print(f"W&B summary run: {run_dir}")
-    except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _main(args: argparse.Namespace) -> None:
+    experiment = _cli.open_noted(args.experiment, metric=args.metric, mode=args.mode)
+    exported = export_best(experiment, args.out)
+    print(f"{experiment.name}: {len(ranked_trials(experiment))} finished trials ranked by {experiment.metric} ({experiment.mode})")
+    print(format_table(experiment, args.top))
+    test_acc = exported.final_results["test_metrics"]["test_acc"]
+    print(
+        f"best: trial {exported.trial_id}, epoch {exported.epoch}: {experiment.metric} {exported.value:.4f}, "
+        f"test_acc {test_acc:.4f}\nwrote {exported.directory}/ ({', '.join(BEST_FILES)})\n"
+        f"train it:  python -m nsm.train --config {exported.files['best_config.yaml']}\n"
+        f"warm-start a search:  python search/run.py --domain {exported.config['domain']} "
+        f"--warm-start {exported.files['best_config.yaml']}"
+    )
+    if args.wandb:
+        from analysis._wandb import log_summary
+
+        run_dir = log_summary(experiment, mode=args.wandb, best=exported)
+        print(f"W&B summary run: {run_dir}")
 
 
 if __name__ == "__main__":

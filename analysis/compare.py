@@ -26,14 +26,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import _io
+from analysis import _cli, _io
 from analysis.errors import AnalysisError
 from analysis.experiment import (
     Experiment,
     baseline_trial_id,
     best_checkpoint,
     best_trial_id,
-    open_experiment,
     trial_history,
     trials_table,
 )
@@ -151,22 +150,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        experiments = [open_experiment(path, metric=args.metric) for path in args.experiments]
-        for experiment in experiments:
-            note = experiment.status_note()
-            if note:
-                print(f"note: {note}")
-        table = compare_experiments(experiments, with_test=not args.no_test)
-        metric = experiments[0].metric
-        out_dir = args.out or experiments[0].analysis_dir / COMPARE_DIR
-        files = write_comparison(table, out_dir, metric)
-        print(format_comparison(table, metric))
-        print(f"wrote {', '.join(str(path) for path in files.values())}")
-    except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> None:
+    experiments = [_cli.open_noted(path, metric=args.metric) for path in args.experiments]
+    table = compare_experiments(experiments, with_test=not args.no_test)
+    metric = experiments[0].metric
+    out_dir = args.out or experiments[0].analysis_dir / COMPARE_DIR
+    files = write_comparison(table, out_dir, metric)
+    print(format_comparison(table, metric))
+    print(f"wrote {', '.join(str(path) for path in files.values())}")
 
 
 if __name__ == "__main__":

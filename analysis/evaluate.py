@@ -25,9 +25,9 @@ if __package__ in (None, ""):
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis import _io
+from analysis import _cli, _io
 from analysis.errors import AnalysisError
-from analysis.experiment import Experiment, best_checkpoint, best_trial_id, open_experiment
+from analysis.experiment import Experiment, best_checkpoint, best_trial_id
 
 EVALUATION_DIR = "evaluation"
 CLASS_NAMES = ("class 0", "class 1")
@@ -297,25 +297,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.seeds < 0:
-            raise AnalysisError(f"--seeds must be >= 0, got {args.seeds}")
-        experiment = open_experiment(args.experiment, metric=args.metric, mode=args.mode)
-        note = experiment.status_note()
-        if note:
-            print(f"note: {note}")
-        evaluation = evaluate_experiment(experiment, args.out, seeds=args.seeds)
-        print(format_evaluation(evaluation))
-        print(f"wrote {evaluation['path']} and {', '.join(Path(p).name for p in evaluation['figures'].values())}")
-        if args.wandb:
-            from analysis._wandb import log_summary
+    return _cli.run(lambda: _main(args))
 
-            run_dir = log_summary(experiment, mode=args.wandb, evaluation=evaluation)
-            print(f"W&B summary run: {run_dir}")
-    except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _main(args: argparse.Namespace) -> None:
+    if args.seeds < 0:
+        raise AnalysisError(f"--seeds must be >= 0, got {args.seeds}")
+    experiment = _cli.open_noted(args.experiment, metric=args.metric, mode=args.mode)
+    evaluation = evaluate_experiment(experiment, args.out, seeds=args.seeds)
+    print(format_evaluation(evaluation))
+    print(f"wrote {evaluation['path']} and {', '.join(Path(p).name for p in evaluation['figures'].values())}")
+    if args.wandb:
+        from analysis._wandb import log_summary
+
+        run_dir = log_summary(experiment, mode=args.wandb, evaluation=evaluation)
+        print(f"W&B summary run: {run_dir}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     # script's own directory so that `analysis/` does not shadow top-level modules.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from analysis import _io
+from analysis import _cli, _io
 from analysis.errors import AnalysisError
 
 IMPORTANCE_DIR = "importance"
@@ -196,14 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     args = _parser().parse_args(argv)
-    try:
-        result = analyse_importance(args.experiment, args.out, args.evaluator, args.seed)
-        print(format_importance(result))
-        print(f"wrote {result['path']} and {', '.join(Path(p).name for p in result['figures'].values())}")
-    except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> None:
+    result = analyse_importance(args.experiment, args.out, args.evaluator, args.seed)
+    print(format_importance(result))
+    print(f"wrote {result['path']} and {', '.join(Path(p).name for p in result['figures'].values())}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 
 from nsm import METRIC_NAMES
 from nsm.data import DOMAINS
-from nsm.train import TrainConfig, load_checkpoint, load_model, main, predict, train
+from nsm.train import TrainConfig, load_model, main, predict, train
 
 SMALL = dict(num_graphs=160, hidden_dim=16, num_bases=4, epochs=3, batch_size=32, lr=3e-3)
 
