@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -328,7 +329,12 @@ def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any])
         else:
             settings.experiment_dir.mkdir(parents=True, exist_ok=False)
         settings.save()
-        _push_driver_files(settings, [SETTINGS_FILE])
+        if settings.remote:  # before any trial: a location the driver cannot write fails the search here
+            try:
+                storage.push(settings.experiment_dir, settings.experiment_path, [SETTINGS_FILE])
+            except SearchError:
+                shutil.rmtree(settings.experiment_dir, ignore_errors=True)
+                raise
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
     started = time.monotonic()
     try:
@@ -357,10 +363,9 @@ def _push_driver_files(settings: SearchSettings, names: list[str]) -> None:
         return
     try:
         storage.push(settings.experiment_dir, settings.experiment_path, names)
-    except OSError as error:
+    except SearchError as error:
         # Not fatal to the run: the mirror keeps the files, and the message says where.
-        print(f"warning: could not copy {', '.join(names)} from {settings.experiment_dir} to "
-              f"{settings.experiment_path}: {str(error).strip().splitlines()[0]}")
+        print(f"warning: could not copy {', '.join(names)} from {settings.experiment_dir}: {error}")
 
 
 def _baseline_point(settings: SearchSettings, plan: _Plan) -> dict[str, Any]:

@@ -16,10 +16,11 @@ On ``--resume`` the mirror is rebuilt from the experiment's location, which hold
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +61,14 @@ def check_storage_uri(storage_path: str) -> None:
         raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
     if info.type == pyarrow.fs.FileType.File:
         raise SearchError(f"--storage-path {storage_path} exists and is not a directory")
+    if filesystem.type_name != "local":  # object stores: the bucket must exist (prefixes need not)
+        bucket = path.strip("/").split("/")[0]
+        try:
+            found = filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
+        except Exception as error:
+            raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
+        if not found:
+            raise SearchError(f"--storage-path {storage_path}: bucket {bucket!r} does not exist")
 
 
 def exists(location: str) -> bool:
@@ -68,8 +77,9 @@ def exists(location: str) -> bool:
         return Path(location).exists()
     import pyarrow.fs
 
-    filesystem, path = _resolve(location)
-    return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    with _one_line_errors(location):
+        filesystem, path = _resolve(location)
+        return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
 def is_file(location: str, name: str) -> bool:
@@ -78,8 +88,9 @@ def is_file(location: str, name: str) -> bool:
         return (Path(location) / name).is_file()
     import pyarrow.fs
 
-    filesystem, path = _resolve(location)
-    return filesystem.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File
+    with _one_line_errors(location):
+        filesystem, path = _resolve(location)
+        return filesystem.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File
 
 
 def reset_mirror(mirror: Path) -> None:
@@ -90,6 +101,11 @@ def reset_mirror(mirror: Path) -> None:
 
 def pull(location: str, mirror: Path, names: Iterable[str]) -> None:
     """Copy the files ``names`` that ``location`` holds into ``mirror`` (missing ones are skipped)."""
+    with _one_line_errors(location):
+        _pull(location, mirror, names)
+
+
+def _pull(location: str, mirror: Path, names: Iterable[str]) -> None:
     import pyarrow.fs
 
     filesystem, path = _resolve(location)
@@ -102,6 +118,11 @@ def pull(location: str, mirror: Path, names: Iterable[str]) -> None:
 
 def push(mirror: Path, location: str, names: Iterable[str]) -> None:
     """Copy the files or directories ``names`` in ``mirror`` to ``location`` (missing ones are skipped)."""
+    with _one_line_errors(location):
+        _push(mirror, location, names)
+
+
+def _push(mirror: Path, location: str, names: Iterable[str]) -> None:
     import pyarrow.fs
 
     filesystem, path = _resolve(location)
@@ -113,6 +134,15 @@ def push(mirror: Path, location: str, names: Iterable[str]) -> None:
         filesystem.create_dir(destination if source.is_dir() else path, recursive=True)
         pyarrow.fs.copy_files(str(source), destination, source_filesystem=pyarrow.fs.LocalFileSystem(),
                               destination_filesystem=filesystem)
+
+
+@contextlib.contextmanager
+def _one_line_errors(location: str) -> Iterator[None]:
+    """A storage failure (network, credentials, permissions) as a one-line SearchError."""
+    try:
+        yield
+    except OSError as error:  # pyarrow's IO errors are OSErrors
+        raise SearchError(f"{location}: {_first_line(error)}") from None
 
 
 def _resolve(location: str) -> tuple[object, str]:

@@ -84,6 +84,14 @@ def test_resume_of_missing_experiment_on_s3_is_exit_2(s3_endpoint, capsys):
     assert "no experiment of that name" in capsys.readouterr().err
 
 
+def test_missing_bucket_is_exit_2_before_ray_starts(tiny_space, s3_endpoint, capsys):
+    uri = f"s3://no-such-bucket/results?{s3_endpoint}"
+    assert main(["--domain", "planning", "--space", str(tiny_space), "--storage-path", uri, "--name", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --storage-path {uri}: bucket 'no-such-bucket' does not exist\n"
+    assert not storage.local_mirror(uri, "nowhere").exists()
+
+
 def test_search_on_s3_killed_then_resumed_on_a_fresh_machine(tmp_path, tiny_space, s3_endpoint):
     """SIGKILL mid-search, the local mirror wiped (as on another machine), --resume: nothing lost or re-run."""
     storage_uri, name, samples = s3_uri("results", s3_endpoint), "on-s3", 4
