@@ -56,6 +56,19 @@ class SnapshotDurableJournalBackend(JournalFileBackend):
                 file.write(lines.encode("utf-8"))
 
 
+# study name -> journal path, for searchers that Ray unpickles on --resume (see relocate_journal).
+_relocated_journals: dict[str, str] = {}
+
+
+def relocate_journal(study_name: str, journal_path: str | Path) -> None:
+    """Where a searcher of ``study_name`` that Ray restores must find its journal.
+
+    Ray pickles the searcher, and with it the journal's path, into the experiment; an experiment that
+    was moved (or copied down from a bucket) is restored from wherever it is now.
+    """
+    _relocated_journals[study_name] = str(journal_path)
+
+
 def open_storage(experiment_dir: str | Path) -> JournalStorage:
     """The journal storage of an experiment (the file is created if missing)."""
     return JournalStorage(JournalFileBackend(str(Path(experiment_dir) / STUDY_FILE)))
@@ -187,6 +200,18 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     # -- persistence ------------------------------------------------------------------------------
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tuner.restore unpickles the searcher before it sets it up: relocate first, so that set-up
+        # reads the journal where the experiment is now.
+        self.__dict__.update(state)
+        self._follow_relocation()
+
+    def _follow_relocation(self) -> None:
+        journal_path = _relocated_journals.get(self._study_name)
+        if journal_path is not None and journal_path != self._journal_path:
+            self._journal_path = journal_path
+            self._storage = JournalStorage(SnapshotDurableJournalBackend(journal_path))
+
     def save(self, checkpoint_path: str) -> None:
         super().save(checkpoint_path)
         # Ray calls this at each experiment snapshot: the journal becomes as durable as the snapshot.
@@ -202,6 +227,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self._follow_relocation()  # the searcher state holds the journal path it was saved with
         # The pickled study's storage holds a stale view of the journal: reopen it and rebind the
         # trials so that every tell goes to the journal the experiment directory holds now.
         self._storage = JournalStorage(SnapshotDurableJournalBackend(self._journal_path))

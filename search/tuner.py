@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.settings import SearchSettings
-from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler
+from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
 
 WANDB_DIR = "wandb"  # offline W&B runs, inside the experiment directory
@@ -94,6 +94,7 @@ def build_tuner(
 def restore_tuner(settings: SearchSettings) -> tune.Tuner:
     """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
     _configure_ray_tune()
+    relocate_journal(settings.name, settings.experiment_dir / STUDY_FILE)
     return tune.Tuner.restore(
         settings.experiment_path,
         trainable=_with_resources(train_nsm, settings),

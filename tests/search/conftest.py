@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 import textwrap
 from pathlib import Path
 
@@ -59,3 +62,30 @@ def cli_env() -> dict[str, str]:
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, str(REPO / "search" / "run.py"), *args]
+
+
+def wait_for_finished_trials(experiment_dir: Path, driver: subprocess.Popen, timeout: float = 240) -> set[str]:
+    """Ray trial ids of the first trials the study in ``experiment_dir`` holds as finished."""
+    from search.study import STUDY_FILE, load_study
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the search ended before it could be interrupted"
+        if (experiment_dir / STUDY_FILE).is_file():
+            try:
+                trials = load_study(experiment_dir).trials
+            except KeyError:  # the journal file exists, the study is not created in it yet
+                trials = []
+            done = {t.user_attrs["ray_trial_id"] for t in trials if t.state.is_finished()}
+            if done:
+                return done
+        time.sleep(0.5)
+    raise AssertionError("no trial finished in time")
+
+
+def kill_group(pgid: int) -> None:
+    """Remove the Ray processes an interrupted driver left behind (they share its session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

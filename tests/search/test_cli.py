@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import time
@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from search.run import main
 from search.study import load_study
 
-from .conftest import REPO, cli, cli_env
+from .conftest import REPO, cli, cli_env, kill_group, wait_for_finished_trials
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_gpu_request_on_a_cpu_only_machine_fails_fast(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_sigkill_mid_search_then_resume_finishes_every_trial_once(tmp_path, tiny_space):
+def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_path, tiny_space):
     storage, name, samples = tmp_path / "results", "killed", 4
     args = ("--domain", "planning", "--space", str(tiny_space), "--num-samples", str(samples), "--max-epochs", "3",
             "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "2", "--wandb", "disabled",
@@ -87,18 +87,23 @@ def test_sigkill_mid_search_then_resume_finishes_every_trial_once(tmp_path, tiny
     driver = subprocess.Popen(cli(*args), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        finished_before_kill = _wait_for_first_finished_trials(experiment_dir, driver)
+        finished_before_kill = wait_for_finished_trials(experiment_dir, driver)
         # Ray snapshots the experiment state every 2 s: let it record the finished trials.
         time.sleep(4)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        _kill_group(driver.pid)
+        kill_group(driver.pid)
     snapshot = {trial_id: _trial_files(experiment_dir, trial_id) for trial_id in finished_before_kill}
+    # Resumed from somewhere else: Ray pickled the old paths (the searcher's journal among them).
+    moved_storage = tmp_path / "moved"
+    shutil.move(storage, moved_storage)
+    storage, experiment_dir = moved_storage, moved_storage / name
 
     resumed = subprocess.run(cli("--resume", name, "--storage-path", str(storage)), cwd=REPO, env=cli_env(),
                              capture_output=True, text=True, timeout=400, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (tmp_path / "results").exists()  # nothing written where it used to be
 
     summary = json.loads((experiment_dir / "summary.json").read_text())
     assert summary["num_trials"] == samples
@@ -116,27 +121,6 @@ def test_sigkill_mid_search_then_resume_finishes_every_trial_once(tmp_path, tiny
     assert {t.user_attrs["ray_trial_id"] for t in finished} == {row["trial_id"] for row in summary["trials"]}
 
 
-def _wait_for_first_finished_trials(experiment_dir: Path, driver: subprocess.Popen, timeout: float = 240) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert driver.poll() is None, "the search ended before it could be killed"
-        if (experiment_dir / "study.journal").is_file():
-            trials = load_study(experiment_dir).trials
-            done = {t.user_attrs["ray_trial_id"] for t in trials if t.state.is_finished()}
-            if done:
-                return done
-        time.sleep(0.5)
-    raise AssertionError("no trial finished in time")
-
-
 def _trial_files(experiment_dir: Path, trial_id: str) -> dict[str, bytes]:
     trial_dir = experiment_dir / f"trial_{trial_id}"
     return {name: (trial_dir / name).read_bytes() for name in ("result.json", "trial.json") if (trial_dir / name).exists()}
-
-
-def _kill_group(pgid: int) -> None:
-    """Remove the Ray processes the killed driver left behind (they share its session)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

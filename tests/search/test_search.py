@@ -14,6 +14,8 @@ from search.run import main
 from search.study import load_study
 from search.trainable import TRIAL_INFO_FILE, train_nsm
 
+from .conftest import write_tiny_space
+
 BASELINE = {"lr": 1e-4, "cycle_weight": 0.01, "batch_size": 64}
 
 
@@ -119,8 +121,7 @@ def test_asha_stopped_trials_are_pruned_and_wandb_offline_holds_each_trial(tmp_p
 
 def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(tmp_path, tiny_space, ray_session):
     # Trials long enough (a few seconds) that four started together visibly overlap.
-    space = tmp_path / "space.yaml"
-    space.write_text(tiny_space.read_text().replace("num_graphs: 160", "num_graphs: 600"))
+    space = write_tiny_space(tmp_path / "space.yaml", num_graphs=600)
     code = main(["--space", str(space), "--storage-path", str(tmp_path), "--domain", "planning",
                  "--name", "packed", "--num-samples", "4", "--max-epochs", "3", "--scheduler", "none",
                  "--cpus-per-trial", "1", "--gpus-per-trial", "0.25", "--wandb", "disabled"])
