@@ -34,8 +34,6 @@ EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
 _TERMINAL_STATUSES = ("TERMINATED", "ERROR")
-# What a URI experiment's mirror needs on --resume; Ray restores its own state from the location.
-_DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE)
 
 
 @dataclass
@@ -168,13 +166,7 @@ def _plan_resume(request: SearchRequest, storage_path: str) -> _Plan:
 
     if not Tuner.can_restore(location):
         raise SearchError(f"--resume {request.resume}: {location} holds no Ray Tune experiment state to restore")
-    local_dir = Path(location)
-    if storage.is_uri(storage_path):
-        # The location holds the truth: Ray's snapshots there were taken together with its journal.
-        local_dir = storage.local_mirror(storage_path, request.resume)
-        storage.reset_mirror(local_dir)
-        storage.pull(location, local_dir, _DRIVER_FILES)
-    settings = SearchSettings.load(local_dir)
+    settings = SearchSettings.load(location)
     # The experiment may have been moved or its storage path spelled differently: trust where it is now.
     settings = replace(settings, storage_path=storage_path, name=request.resume)
     return _Plan(settings=settings, domain=settings.domain, name=settings.name)
@@ -324,19 +316,13 @@ def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any])
     wandb_mode = resolve_wandb_mode(settings.wandb)
     print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
     if resumed:
+        if settings.remote:
+            # The location holds the truth: Ray's snapshots there were taken together with its journal.
+            storage.reset_mirror(settings.experiment_dir)
+            storage.pull(settings.experiment_path, settings.experiment_dir, [STUDY_FILE])
         tuner = restore_tuner(settings)
     else:
-        if settings.remote:
-            storage.reset_mirror(settings.experiment_dir)
-        else:
-            settings.experiment_dir.mkdir(parents=True, exist_ok=False)
-        settings.save()
-        if settings.remote:  # before any trial: a location the driver cannot write fails the search here
-            try:
-                storage.push(settings.experiment_dir, settings.experiment_path, [SETTINGS_FILE])
-            except SearchError:
-                shutil.rmtree(settings.experiment_dir, ignore_errors=True)
-                raise
+        _create_experiment(settings)
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
     started = time.monotonic()
     try:
@@ -357,6 +343,21 @@ def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any])
     budget_spent = settings.time_budget_s is not None and elapsed >= 0.99 * settings.time_budget_s
     interrupted = unfinished or (len(statuses) < settings.num_samples and not budget_spent)
     return summary, interrupted
+
+
+def _create_experiment(settings: SearchSettings) -> None:
+    """The experiment directory (or a URI experiment's mirror) with its settings saved in it."""
+    if not settings.remote:
+        settings.experiment_dir.mkdir(parents=True, exist_ok=False)
+        settings.save()
+        return
+    storage.reset_mirror(settings.experiment_dir)
+    settings.save()
+    try:  # before any trial: a location the driver cannot write fails the search here
+        storage.push(settings.experiment_dir, settings.experiment_path, [SETTINGS_FILE])
+    except SearchError:
+        shutil.rmtree(settings.experiment_dir, ignore_errors=True)
+        raise
 
 
 def _push_driver_files(settings: SearchSettings, names: list[str]) -> None:

@@ -49,7 +49,7 @@ class SearchSettings:
     @property
     def experiment_dir(self) -> Path:
         """The local directory of the driver's own files: the experiment itself, or its mirror for a URI."""
-        if storage.is_uri(self.storage_path):
+        if self.remote:
             return storage.local_mirror(self.storage_path, self.name)
         return Path(self.storage_path) / self.name
 
@@ -66,10 +66,11 @@ class SearchSettings:
         return path
 
     @classmethod
-    def load(cls, experiment_dir: str | Path) -> SearchSettings:
-        path = Path(experiment_dir) / SETTINGS_FILE
+    def load(cls, location: str | Path) -> SearchSettings:
+        """The settings stored in an experiment (a directory or a URI)."""
+        path = storage.experiment_location(str(location), SETTINGS_FILE)
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(storage.read_text(str(location), SETTINGS_FILE))
             known = {field.name for field in dataclasses.fields(cls)}
             return cls(**{key: value for key, value in values.items() if key in known})
         except (OSError, ValueError, TypeError) as error:

@@ -56,19 +56,17 @@ def check_storage_uri(storage_path: str) -> None:
 
     try:
         filesystem, path = pyarrow.fs.FileSystem.from_uri(storage_path)
-        info = filesystem.get_file_info(path)
+        is_file = filesystem.get_file_info(path).type == pyarrow.fs.FileType.File
+        bucket = path.strip("/").split("/")[0]
+        # Object stores: the bucket must exist (prefixes need not).
+        bucket_missing = (filesystem.type_name != "local"
+                          and filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound)
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... with multi-line messages
         raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
-    if info.type == pyarrow.fs.FileType.File:
+    if is_file:
         raise SearchError(f"--storage-path {storage_path} exists and is not a directory")
-    if filesystem.type_name != "local":  # object stores: the bucket must exist (prefixes need not)
-        bucket = path.strip("/").split("/")[0]
-        try:
-            found = filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
-        except Exception as error:
-            raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
-        if not found:
-            raise SearchError(f"--storage-path {storage_path}: bucket {bucket!r} does not exist")
+    if bucket_missing:
+        raise SearchError(f"--storage-path {storage_path}: bucket {bucket!r} does not exist")
 
 
 def exists(location: str) -> bool:
@@ -77,9 +75,7 @@ def exists(location: str) -> bool:
         return Path(location).exists()
     import pyarrow.fs
 
-    with _one_line_errors(location):
-        filesystem, path = _resolve(location)
-        return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    return _file_type(location) != pyarrow.fs.FileType.NotFound
 
 
 def is_file(location: str, name: str) -> bool:
@@ -88,9 +84,17 @@ def is_file(location: str, name: str) -> bool:
         return (Path(location) / name).is_file()
     import pyarrow.fs
 
+    return _file_type(experiment_location(location, name)) == pyarrow.fs.FileType.File
+
+
+def read_text(location: str, name: str) -> str:
+    """The text of the file ``name`` at ``location``."""
+    if not is_uri(location):
+        return (Path(location) / name).read_text()
     with _one_line_errors(location):
-        filesystem, path = _resolve(location)
-        return filesystem.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File
+        filesystem, path = _resolve(experiment_location(location, name))
+        with filesystem.open_input_stream(path) as stream:
+            return stream.readall().decode()
 
 
 def reset_mirror(mirror: Path) -> None:
@@ -143,6 +147,13 @@ def _one_line_errors(location: str) -> Iterator[None]:
         yield
     except OSError as error:  # pyarrow's IO errors are OSErrors
         raise SearchError(f"{location}: {_first_line(error)}") from None
+
+
+def _file_type(location: str) -> object:
+    """pyarrow's FileType of what is at a URI."""
+    with _one_line_errors(location):
+        filesystem, path = _resolve(location)
+        return filesystem.get_file_info(path).type
 
 
 def _resolve(location: str) -> tuple[object, str]:

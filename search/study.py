@@ -204,13 +204,14 @@ class PruneAwareOptunaSearch(OptunaSearch):
         # Tuner.restore unpickles the searcher before it sets it up: relocate first, so that set-up
         # reads the journal where the experiment is now.
         self.__dict__.update(state)
-        self._follow_relocation()
+        if self._follow_relocation():
+            self._storage = JournalStorage(SnapshotDurableJournalBackend(self._journal_path))
 
-    def _follow_relocation(self) -> None:
-        journal_path = _relocated_journals.get(self._study_name)
-        if journal_path is not None and journal_path != self._journal_path:
-            self._journal_path = journal_path
-            self._storage = JournalStorage(SnapshotDurableJournalBackend(journal_path))
+    def _follow_relocation(self) -> bool:
+        """Point at the journal's registered location; whether it moved."""
+        journal_path = _relocated_journals.get(self._study_name, self._journal_path)
+        moved, self._journal_path = journal_path != self._journal_path, journal_path
+        return moved
 
     def save(self, checkpoint_path: str) -> None:
         super().save(checkpoint_path)
