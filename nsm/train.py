@@ -14,198 +14,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
+import functools
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-from nsm import METRIC_NAMES
-from nsm.data import DOMAINS, load_domain
+from nsm.checkpoint import (
+    BEST_MODEL_FILE,
+    HISTORY_FILE,
+    RESULTS_FILE,
+    epoch_checkpoint_file,
+    load_checkpoint,
+    load_model,
+    model_args,
+    save_checkpoint,
+)
+from nsm.config import BASELINE, TrainConfig, load_config_file
+from nsm.data import DomainData, load_domain
 from nsm.errors import ConfigError
-from nsm.model import NSM, count_parameters, cycle_loss
+from nsm.files import write_json
+from nsm.metrics import METRIC_NAMES
+from nsm.model import NSM, NSMOutput, count_parameters, cycle_loss
 
-BASELINE = {"lr": 1e-4, "cycle_weight": 0.01, "batch_size": 64}
-"""The research code's default config: every search evaluates it first and reports the gain over it."""
-
-
-@dataclass
-class TrainConfig:
-    domain: str = "planning"
-    lr: float = 3e-3
-    cycle_weight: float = 0.01
-    batch_size: int = 64
-    epochs: int = 30
-    hidden_dim: int = 64
-    num_bases: int = 8
-    pool_ratio: float = 0.5
-    dropout: float = 0.1
-    weight_decay: float = 1e-5
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    seed: int = 0
-    num_graphs: int = 2000
-    device: str = "auto"  # "auto": CUDA when available (TF32 on), else CPU
-    save_every: int = 10  # write checkpoint_epoch_N.pt every N epochs; 0 disables
-    eval_every: int = 1  # evaluate on val every N epochs (and always on the last)
-    data_root: str | None = None  # dataset cache directory; None: the user cache dir
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
-        converted = {}
-        for name, value in values.items():
-            converted[name] = _coerce(name, value, known[name].type, source)
-        config = cls(**converted)
-        config.validate(source)
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self, source: str = "config") -> None:
-        checks = [
-            (self.domain in DOMAINS, f"domain: unknown domain {self.domain!r} (choose from {', '.join(DOMAINS)})"),
-            (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),
-            (self.cycle_weight >= 0 and math.isfinite(self.cycle_weight), f"cycle_weight must be >= 0, got {self.cycle_weight}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}"),
-            (self.num_bases >= 1, f"num_bases must be >= 1, got {self.num_bases}"),
-            (0 < self.pool_ratio <= 1, f"pool_ratio must be in (0, 1], got {self.pool_ratio}"),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
-            (self.num_graphs >= 1, f"num_graphs must be >= 1, got {self.num_graphs}"),
-            (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-            (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"device: unknown device {self.device!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{source}: {message}")
-
-
-def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
-    """Accept YAML/CLI values of the field's type; ints where floats are expected, nothing looser."""
-    if annotation == "str | None":
-        if value is None or isinstance(value, str):
-            return value
-    elif annotation == "str":
-        if isinstance(value, str):
-            return value
-    elif annotation == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif annotation == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    raise ConfigError(f"{source}: {name} must be {annotation}, got {value!r}")
-
-
-def load_config_file(path: str | Path) -> TrainConfig:
-    """Read a .yaml/.yml/.json file of TrainConfig keys (an exported best config, a hand-written one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        text = path.read_text()
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {_first_line(error)}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of config keys")
-    return TrainConfig.from_dict(values, source=str(path))
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-# ---------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load an nsm checkpoint with ``weights_only=True``; a missing or corrupt file is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise ConfigError(f"checkpoint {path} is corrupt or not an nsm checkpoint: {_first_line(error)}") from None
-    missing = {"config", "model", "epoch"} - set(checkpoint) if isinstance(checkpoint, dict) else {"config"}
-    if missing:
-        raise ConfigError(f"checkpoint {path} is not an nsm checkpoint (missing {', '.join(sorted(missing))})")
-    return checkpoint
-
-
-def _save_atomically(payload: dict[str, Any], path: Path) -> Path:
-    """Write to a temp file in the same directory, then rename, so a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _write_json(payload: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=True))
-    os.replace(tmp, path)
-
-
-def build_model(config: TrainConfig, num_node_features: int, num_relations: int) -> NSM:
-    return NSM(
-        num_node_features=num_node_features,
-        num_relations=num_relations,
-        hidden_dim=config.hidden_dim,
-        num_bases=config.num_bases,
-        pool_ratio=config.pool_ratio,
-        dropout=config.dropout,
-    )
-
-
-def load_model(checkpoint: str | Path | dict[str, Any], device: str = "cpu") -> tuple[NSM, TrainConfig]:
-    """Rebuild the model stored in a checkpoint (its ``model`` weights) in eval mode."""
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
-    config = TrainConfig.from_dict(checkpoint["config"], source="checkpoint config")
-    shapes = checkpoint["model"]
-    model = build_model(config, shapes["embed.weight"].shape[1], shapes["why_convs.0.coefficients"].shape[0] // 2)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), config
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training
+# The config surface and checkpoint loading live in nsm.config and nsm.checkpoint; they are also
+# importable from here, where training scripts have always found them.
+__all__ = [
+    "BASELINE", "EpochEnd", "TrainConfig", "evaluate", "forward", "load_checkpoint", "load_config_file", "load_model",
+    "main", "predict", "resolve_device", "train",
+]
 
 
 @dataclass
@@ -218,7 +64,7 @@ class EpochEnd:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write this epoch's checkpoint (config, model, optimiser, epoch, metrics, history) to ``path``."""
-        return _save_atomically(self._state(), Path(path))
+        return save_checkpoint(self._state(), Path(path))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,6 +83,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def forward(model: NSM, batch: Batch) -> NSMOutput:
+    """The model on one PyG batch: the one place that unpacks a batch into the model's inputs."""
+    return model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+
+
 @torch.no_grad()
 def predict(model: NSM, graphs: Sequence[Data], batch_size: int = 256, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities [N, 2] and labels [N] for ``graphs``, in order."""
@@ -244,8 +95,7 @@ def predict(model: NSM, graphs: Sequence[Data], batch_size: int = 256, device: s
     probs, labels = [], []
     for batch in DataLoader(list(graphs), batch_size=batch_size):
         batch = batch.to(device)
-        out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
-        probs.append(out.logits.softmax(-1).cpu())
+        probs.append(forward(model, batch).logits.softmax(-1).cpu())
         labels.append(batch.y.view(-1).cpu())
     return torch.cat(probs), torch.cat(labels)
 
@@ -260,7 +110,7 @@ def evaluate(model: NSM, loader: DataLoader, cycle_weight: float, device: torch.
     count = torch.zeros(2, dtype=torch.long)
     for batch in loader:
         batch = batch.to(device)
-        out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+        out = forward(model, batch)
         y = batch.y.view(-1)
         task_sum += F.cross_entropy(out.logits, y, reduction="sum").item()
         cycle_sum += cycle_loss(out.reconstruction, batch.x).item() * batch.num_nodes
@@ -295,7 +145,7 @@ def train(
     config.validate()
     checkpoint = resume if isinstance(resume, dict) or resume is None else load_checkpoint(resume)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and resume is None and not overwrite and (out / "final_results.json").exists():
+    if out is not None and resume is None and not overwrite and (out / RESULTS_FILE).exists():
         raise ConfigError(f"{out} already holds a finished run (pass --overwrite to replace it, or --resume)")
     device = resolve_device(config.device)
     with _deterministic_kernels(device):
@@ -317,6 +167,10 @@ def _deterministic_kernels(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Training loop
+
+
 def _train(
     config: TrainConfig,
     out: Path | None,
@@ -330,149 +184,213 @@ def _train(
     eval_batch = max(config.batch_size, 256)
     val_loader = DataLoader(list(data.val), batch_size=eval_batch)
     test_loader = DataLoader(list(data.test), batch_size=eval_batch)
-
-    # Model and optimiser.
-    torch.manual_seed(config.seed)
-    model = build_model(config, data.num_node_features, data.num_relations).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.05)
-    history: list[dict[str, float]] = []
-    best_val_acc, best_epoch, best_model_state, best_metrics = -1.0, 0, None, None
-    start_epoch = 1
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        if "optimizer" in checkpoint:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        if "scheduler" in checkpoint:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        history = list(checkpoint.get("history", []))
-        best_val_acc = float(checkpoint.get("best_val_acc", -1.0))
-        best_epoch = int(checkpoint.get("best_epoch", 0))
-        best_model_state = checkpoint.get("best_model")
-        best_metrics = history[best_epoch - 1] if 0 < best_epoch <= len(history) else None
-        start_epoch = int(checkpoint["epoch"]) + 1
+    run = _Run.start(config, data, device, checkpoint)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
-    def state(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        return {
-            "config": config.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "metrics": metrics,
-            "history": history,
-            "best_val_acc": best_val_acc,
-            "best_epoch": best_epoch,
-            "best_model": best_model_state,
-        }
-
     status = "completed"
     started = time.perf_counter()
-    val_metrics: dict[str, float] | None = history[-1] if history else None
-    for epoch in range(start_epoch, config.epochs + 1):
+    val_metrics: dict[str, float] | None = run.history[-1] if run.history else None
+    for epoch in range(run.start_epoch, config.epochs + 1):
         epoch_started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
-        order = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        train_loader = DataLoader(list(data.train), batch_size=config.batch_size, shuffle=True, generator=order)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-
-        model.train()
-        task_sum = cycle_sum = 0.0
-        correct = graphs = nodes = 0
-        diverged = False
-        batches = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress)
-        for batch in batches:
-            batch = batch.to(device)
-            out_batch = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
-            y = batch.y.view(-1)
-            task = F.cross_entropy(out_batch.logits, y)
-            cycle = cycle_loss(out_batch.reconstruction, batch.x)
-            loss = task + config.cycle_weight * cycle
-            if not torch.isfinite(loss):
-                diverged = True  # the step would poison the weights; stop here and report
-                task_sum, cycle_sum = math.nan, math.nan
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            task_sum += task.item() * batch.num_graphs
-            cycle_sum += cycle.item() * batch.num_nodes
-            correct += int((out_batch.logits.argmax(-1) == y).sum())
-            graphs += batch.num_graphs
-            nodes += batch.num_nodes
-            batches.set_postfix(loss=f"{loss.item():.4f}")
+        trained = _train_epoch(run, data, epoch, device, progress)
         train_time = time.perf_counter() - epoch_started
-        lr_now = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        lr_now = run.optimizer.param_groups[0]["lr"]
+        run.scheduler.step()
 
-        if diverged or epoch % config.eval_every == 0 or epoch == config.epochs or val_metrics is None:
-            evaluated = evaluate(model, val_loader, config.cycle_weight, device)
+        if trained.diverged or epoch % config.eval_every == 0 or epoch == config.epochs or val_metrics is None:
+            evaluated = evaluate(run.model, val_loader, config.cycle_weight, device)
             val_metrics = {f"val_{name}": value for name, value in evaluated.items()}
-        train_task = task_sum / max(graphs, 1)
-        train_cycle = cycle_sum / max(nodes, 1)
         metrics = {
             "epoch": epoch,
-            "train_loss": train_task + config.cycle_weight * train_cycle,
-            "train_task_loss": train_task,
-            "train_cycle_loss": train_cycle,
-            "train_acc": correct / max(graphs, 1),
+            **trained.averages(config.cycle_weight),
             **{name: val_metrics[name] for name in METRIC_NAMES if name.startswith("val_")},
             "lr": lr_now,
             "epoch_time_s": time.perf_counter() - epoch_started,
-            "graphs_per_s": graphs / train_time if train_time > 0 else 0.0,
+            "graphs_per_s": trained.graphs / train_time if train_time > 0 else 0.0,
             "gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
         }
-        history.append(metrics)
-        if not diverged and metrics["val_acc"] > best_val_acc:
-            best_val_acc, best_epoch, best_metrics = metrics["val_acc"], epoch, metrics
-            best_model_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-            if out is not None:
-                _save_atomically(state(epoch, metrics), out / "best_model.pt")
+        improved = run.record(metrics, trained.diverged)
         if out is not None:
-            if config.save_every and epoch % config.save_every == 0 and not diverged:
-                _save_atomically(state(epoch, metrics), out / f"checkpoint_epoch_{epoch}.pt")
-            _write_json(history, out / "training_history.json")
+            _write_epoch_files(run, epoch, metrics, improved, trained.diverged, out)
         if progress:
-            tqdm.write(
-                f"epoch {epoch:3d}  loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.3f}  "
-                f"val_acc {metrics['val_acc']:.3f}  cycle {metrics['train_cycle_loss']:.4f}  "
-                f"{metrics['graphs_per_s']:.0f} graphs/s"
-            )
+            _print_epoch(metrics)
 
-        frozen_epoch, frozen_metrics = epoch, metrics
-        report = EpochEnd(metrics=dict(metrics), status="diverged" if diverged else "running",
-                          _state=lambda: state(frozen_epoch, frozen_metrics))
+        report = EpochEnd(metrics=dict(metrics), status="diverged" if trained.diverged else "running",
+                          _state=functools.partial(run.state, epoch, metrics))
         stop_requested = bool(on_epoch(report)) if on_epoch is not None else False
-        if diverged:
+        if trained.diverged:
             status = "diverged"
             break
         if stop_requested:
             status = "stopped"
             break
+    return _finish(run, test_loader, device, status, started, out)
 
-    # Test the best weights: the checkpoint a user would keep.
-    if best_model_state is not None:
-        model.load_state_dict(best_model_state)
-    tested = evaluate(model, test_loader, config.cycle_weight, device)
+
+@dataclass
+class _Run:
+    """Everything a checkpoint holds: the model, its optimiser and schedule, the history, the best weights."""
+
+    config: TrainConfig
+    model_args: dict[str, Any]
+    model: NSM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_epoch: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def start(cls, config: TrainConfig, data: DomainData, device: torch.device, checkpoint: dict[str, Any] | None) -> _Run:
+        """A fresh run seeded by ``config.seed``, or the run ``checkpoint`` holds, continued."""
+        torch.manual_seed(config.seed)
+        arguments = model_args(config, data.num_node_features, data.num_relations)
+        model = NSM(**arguments).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.05)
+        run = cls(config, arguments, model, optimizer, scheduler)
+        if checkpoint is None:
+            return run
+        model.load_state_dict(checkpoint["model"])
+        if "optimizer" in checkpoint:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scheduler" in checkpoint:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        run.start_epoch = int(checkpoint["epoch"]) + 1
+        run.history = list(checkpoint.get("history", []))
+        run.best_val_acc = float(checkpoint.get("best_val_acc", -1.0))
+        run.best_epoch = int(checkpoint.get("best_epoch", 0))
+        run.best_model = checkpoint.get("best_model")
+        return run
+
+    @property
+    def best_metrics(self) -> dict[str, float] | None:
+        return next((metrics for metrics in self.history if metrics["epoch"] == self.best_epoch), None)
+
+    def record(self, metrics: dict[str, float], diverged: bool) -> bool:
+        """Append an epoch to the history; whether its val_acc is the best so far (ties keep the first)."""
+        self.history.append(metrics)
+        if diverged or not metrics["val_acc"] > self.best_val_acc:
+            return False
+        self.best_val_acc, self.best_epoch = metrics["val_acc"], int(metrics["epoch"])
+        self.best_model = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+        return True
+
+    def state(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """The checkpoint of ``epoch`` (see :mod:`nsm.checkpoint` for its keys)."""
+        return {
+            "config": self.config.to_dict(),
+            "model_args": self.model_args,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "best_model": self.best_model,
+        }
+
+
+@dataclass
+class _EpochSums:
+    """Running sums over one training epoch; ``diverged`` once a batch's loss is NaN/inf."""
+
+    task: float = 0.0
+    cycle: float = 0.0
+    correct: int = 0
+    graphs: int = 0
+    nodes: int = 0
+    diverged: bool = False
+
+    def averages(self, cycle_weight: float) -> dict[str, float]:
+        task = self.task / max(self.graphs, 1)
+        cycle = self.cycle / max(self.nodes, 1)
+        return {
+            "train_loss": task + cycle_weight * cycle,
+            "train_task_loss": task,
+            "train_cycle_loss": cycle,
+            "train_acc": self.correct / max(self.graphs, 1),
+        }
+
+
+def _train_epoch(run: _Run, data: DomainData, epoch: int, device: torch.device, progress: bool) -> _EpochSums:
+    """One pass over the training split, in the batch order and dropout masks of (seed, epoch)."""
+    config, model, optimizer = run.config, run.model, run.optimizer
+    torch.manual_seed(_epoch_seed(config.seed, epoch))
+    order = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+    loader = DataLoader(list(data.train), batch_size=config.batch_size, shuffle=True, generator=order)
+    model.train()
+    sums = _EpochSums()
+    # disable=None: tqdm draws only on a terminal, so a log file gets no carriage-return redraws.
+    batches = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None if progress else True)
+    for batch in batches:
+        batch = batch.to(device)
+        out = forward(model, batch)
+        y = batch.y.view(-1)
+        task = F.cross_entropy(out.logits, y)
+        cycle = cycle_loss(out.reconstruction, batch.x)
+        loss = task + config.cycle_weight * cycle
+        if not torch.isfinite(loss):
+            sums.diverged = True  # the step would poison the weights; stop here and report
+            sums.task, sums.cycle = math.nan, math.nan
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        sums.task += task.item() * batch.num_graphs
+        sums.cycle += cycle.item() * batch.num_nodes
+        sums.correct += int((out.logits.argmax(-1) == y).sum())
+        sums.graphs += batch.num_graphs
+        sums.nodes += batch.num_nodes
+        batches.set_postfix(loss=f"{loss.item():.4f}")
+    return sums
+
+
+def _write_epoch_files(run: _Run, epoch: int, metrics: dict[str, float], improved: bool, diverged: bool, out: Path) -> None:
+    """best_model.pt when the epoch is the best so far, the periodic checkpoint, the history so far."""
+    if improved:
+        save_checkpoint(run.state(epoch, metrics), out / BEST_MODEL_FILE)
+    if run.config.save_every and epoch % run.config.save_every == 0 and not diverged:
+        save_checkpoint(run.state(epoch, metrics), out / epoch_checkpoint_file(epoch))
+    write_json(out / HISTORY_FILE, run.history, trailing_newline=False)
+
+
+def _print_epoch(metrics: dict[str, float]) -> None:
+    tqdm.write(
+        f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.3f}  "
+        f"val_acc {metrics['val_acc']:.3f}  cycle {metrics['train_cycle_loss']:.4f}  "
+        f"{metrics['graphs_per_s']:.0f} graphs/s"
+    )
+
+
+def _finish(run: _Run, test_loader: DataLoader, device: torch.device, status: str, started: float, out: Path | None) -> dict[str, Any]:
+    """Test the best weights (the checkpoint a user would keep) and write final_results.json."""
+    if run.best_model is not None:
+        run.model.load_state_dict(run.best_model)
+    tested = evaluate(run.model, test_loader, run.config.cycle_weight, device)
     results = {
         "status": status,
-        "config": config.to_dict(),
-        "best_epoch": best_epoch,
-        "best_metrics": best_metrics,
-        "final_metrics": history[-1] if history else None,
+        "config": run.config.to_dict(),
+        "best_epoch": run.best_epoch,
+        "best_metrics": run.best_metrics,
+        "final_metrics": run.history[-1] if run.history else None,
         "test_metrics": {f"test_{name}": value for name, value in tested.items()},
-        "epochs_run": len(history),
+        "epochs_run": len(run.history),
         "wall_time_s": time.perf_counter() - started,
-        "num_parameters": count_parameters(model),
+        "num_parameters": count_parameters(run.model),
         "device": str(device),
     }
     if out is not None:
-        _write_json(results, out / "final_results.json")
+        write_json(out / RESULTS_FILE, results, trailing_newline=False)
     return results
 
 
@@ -487,36 +405,27 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint_epoch_N.pt, training_history.json and final_results.json.",
     )
     defaults = TrainConfig()
-    helps = {
-        "domain": f"graph domain: {', '.join(DOMAINS)}",
-        "lr": "Adam learning rate (cosine-annealed to 5%% of it)",
-        "cycle_weight": "weight of the cycle-consistency loss added to cross-entropy",
-        "batch_size": "graphs per batch",
-        "epochs": "training epochs",
-        "hidden_dim": "hidden width of every level",
-        "num_bases": "basis matrices shared by the relation weights",
-        "pool_ratio": "fraction of nodes kept by each pooling step, in (0, 1]",
-        "dropout": "dropout probability",
-        "weight_decay": "Adam weight decay",
-        "grad_clip": "max gradient norm (0 disables)",
-        "seed": "seed of data generation, initialisation and batch order",
-        "num_graphs": "graphs generated for the domain (split 70/15/15)",
-        "device": "auto, cpu, cuda or cuda:N",
-        "save_every": "write checkpoint_epoch_N.pt every N epochs (0 disables)",
-        "eval_every": "evaluate on the validation split every N epochs",
-        "data_root": "dataset cache directory (default: $NSM_DATA_DIR or ~/.cache/nsm-search)",
-    }
-    for field in dataclasses.fields(TrainConfig):
-        kind = {"int": int, "float": float}.get(field.type, str)
+    for key in dataclasses.fields(TrainConfig):
+        kind = {"int": int, "float": float}.get(key.type, str)
         parser.add_argument(
-            f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=argparse.SUPPRESS,
-            help=f"{helps[field.name]} (default: {getattr(defaults, field.name)})",
+            f"--{key.name.replace('_', '-')}", dest=key.name, type=kind, default=argparse.SUPPRESS,
+            help=f"{key.metadata['help']} (default: {getattr(defaults, key.name)})",
         )
     parser.add_argument("--config", type=Path, help="YAML/JSON file of config keys; flags given here override it")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<domain>-<UTC time>)")
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint (checkpoint_epoch_N.pt)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     return parser
+
+
+def _describe(config: TrainConfig) -> str:
+    """The baseline's keys and every other key that differs from its default, e.g. a searched dropout."""
+    defaults = TrainConfig()
+    shown = [*BASELINE, *(key.name for key in dataclasses.fields(TrainConfig)
+                          if key.name not in (*BASELINE, "domain", "epochs", "device", "data_root")
+                          and getattr(config, key.name) != getattr(defaults, key.name))]
+    values = (getattr(config, key) for key in shown)
+    return ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}" for key, value in zip(shown, values))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -531,8 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = TrainConfig.from_dict({**values, **args}, source="--config" if config_file else "arguments")
         if out is None:
             out = Path("runs") / f"{config.domain}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-        print(f"training {config.domain} on {resolve_device(config.device)}: lr {config.lr:g}, "
-              f"cycle_weight {config.cycle_weight:g}, batch {config.batch_size}, {config.epochs} epochs -> {out}")
+        print(f"training {config.domain} on {resolve_device(config.device)}: {_describe(config)}, "
+              f"{config.epochs} epochs -> {out}")
         results = train(config, out, resume=checkpoint, overwrite=overwrite, progress=True)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -544,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{results['status']}: best val_acc {best.get('val_acc', float('nan')):.4f} at epoch {results['best_epoch']}, "
         f"test acc {results['test_metrics']['test_acc']:.4f}, {results['wall_time_s']:.1f} s\n"
-        f"files: {out}/best_model.pt, training_history.json, final_results.json"
+        f"files: {out}/{BEST_MODEL_FILE}, {HISTORY_FILE}, {RESULTS_FILE}"
     )
     return 0 if results["status"] != "diverged" else 1
 

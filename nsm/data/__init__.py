@@ -17,9 +17,9 @@ from torch_geometric.data import Data
 
 from nsm.data import _cache, causal, kg, planning
 from nsm.data._split import stratified_split
+from nsm.domains import DOMAINS
 from nsm.errors import ConfigError
 
-DOMAINS: tuple[str, ...] = ("planning", "causal", "kg")
 MIN_GRAPHS = 20  # below this a 15% split cannot hold both classes
 
 _MODULES: dict[str, ModuleType] = {"planning": planning, "causal": causal, "kg": kg}

@@ -8,12 +8,14 @@ loads with ``torch.load(weights_only=True)`` quickly and without unpickling arbi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
+
+from nsm.config import PROJECT_NAME
+from nsm.files import atomic_write
 
 _FORMAT = 1  # bump when the layout of the payload changes
 
@@ -24,7 +26,7 @@ def default_root() -> Path:
         return Path(os.environ["NSM_DATA_DIR"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "nsm-search"
+    return base / PROJECT_NAME
 
 
 def cache_path(root: Path, domain: str, num_graphs: int, seed: int, version: int) -> Path:
@@ -103,18 +105,10 @@ def load(path: Path, meta: dict[str, int | str]) -> dict | None:
 
 
 def save(path: Path, payload: dict) -> None:
-    """Writes atomically: a crash leaves either the old file or the complete new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Writes atomically and durably: a crash leaves either the old file or the complete new one, never half."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as file:
+            torch.save(payload, file)
+
+    atomic_write(path, write, fsync=True)
