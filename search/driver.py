@@ -19,50 +19,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import nsm
-from nsm.data import DOMAINS
-from nsm.errors import ConfigError
-from nsm.train import BASELINE, TrainConfig, load_config_file
+from nsm import metrics as nsm_metrics
+from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
+from nsm.domains import DOMAINS, task_of
+from nsm.errors import ConfigError, first_line
 from search import preflight, report, storage
 from search.errors import SearchError
+from search.outcome import TERMINAL_STATUSES
 from search.settings import SETTINGS_FILE, SearchSettings
 from search.study import STUDY_FILE
 from search.tuner import WANDB_DIR, build_tuner, resolve_wandb_mode, restore_tuner
-from spaces import DEFAULT_SPACE, load_space, searched_keys
+from spaces import load_space, searched_keys
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
-_TERMINAL_STATUSES = ("TERMINATED", "ERROR")
-
 
 @dataclass
-class SearchRequest:
-    """The CLI flags, unvalidated; None means "choose the default"."""
-
-    domain: str | None = None
-    space: str = str(DEFAULT_SPACE)
-    num_samples: int | None = None
-    max_epochs: int | None = None
-    scheduler: str = "asha"
-    searcher: str = "tpe"
-    metric: str = "val_acc"
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    address: str | None = None
-    storage_path: str = "./results"
-    name: str | None = None
-    resume: str | None = None
-    seed: int = 0
-    wandb: str = "auto"
-    wandb_project: str = "nsm-search"
-    time_budget_s: float | None = None
-    warm_start: str | None = None
-
-
-@dataclass
-class _Plan:
+class _ExperimentPlan:
     """One experiment to run: new (settings still missing the budget) or resumed."""
 
     settings: SearchSettings | None  # set for a resumed experiment
@@ -73,9 +47,10 @@ class _Plan:
     max_epochs_from_space: int | None = None
 
 
-def run_search(request: SearchRequest, callbacks: list[Any] | None = None) -> int:
-    """Run (or resume) the requested search; returns the exit code. User mistakes raise SearchError."""
-    plans = _plan(request)
+def run_experiments(request: SearchSettings, callbacks: list[Any] | None = None) -> int:
+    """Run (or resume) the experiments of the search the CLI asked for (``request``: the flags as given,
+    None meaning "choose the default"); returns the exit code. User mistakes raise SearchError."""
+    plans = _plan_experiments(request)
     address = request.address
     if request.resume and address is None:
         address = plans[0].settings.address
@@ -118,13 +93,12 @@ def run_search(request: SearchRequest, callbacks: list[Any] | None = None) -> in
 # Planning (no side effects)
 
 
-def _plan(request: SearchRequest) -> list[_Plan]:
+def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
     preflight.check_counts(request.num_samples, request.max_epochs, request.cpus_per_trial,
                            request.gpus_per_trial, request.max_concurrent, request.time_budget_s)
     preflight.check_storage_path(request.storage_path)
     storage_path = _absolute_storage_path(request.storage_path)
-    if request.metric not in nsm.METRIC_NAMES:
-        raise SearchError(f"--metric must be one of nsm's metrics ({', '.join(nsm.METRIC_NAMES)}), got {request.metric!r}")
+    _check_metric(request.metric)
     if request.resume is not None:
         return [_plan_resume(request, storage_path)]
 
@@ -145,9 +119,10 @@ def _plan(request: SearchRequest) -> list[_Plan]:
             name = request.name if len(domains) == 1 else f"{request.name}-{domain}"
         if storage.exists(storage.experiment_location(storage_path, name)):
             raise SearchError(f"experiment {name!r} already exists in {storage_path} (continue it with --resume {name}, or pick another --name)")
+        _check_metric(request.metric, domain)
         space = load_space(request.space, domain)
         max_epochs_from_space = space.pop("epochs", None)
-        plans.append(_Plan(
+        plans.append(_ExperimentPlan(
             settings=None, domain=domain, name=name, param_space=space,
             points_to_evaluate=_points_to_evaluate(space, warm_start, request.space),
             max_epochs_from_space=max_epochs_from_space,
@@ -155,7 +130,16 @@ def _plan(request: SearchRequest) -> list[_Plan]:
     return plans
 
 
-def _plan_resume(request: SearchRequest, storage_path: str) -> _Plan:
+def _check_metric(metric: str, domain: str | None = None) -> None:
+    """``--metric`` must be a registered metric with a direction that the domain's task reports every epoch."""
+    try:
+        nsm_metrics.ranking_metric(metric, task_of(domain).name if domain is not None else None)
+    except ConfigError as error:
+        where = f" on {domain}" if domain is not None else ""
+        raise SearchError(f"--metric{where} {error}") from None
+
+
+def _plan_resume(request: SearchSettings, storage_path: str) -> _ExperimentPlan:
     preflight.check_name(request.resume)
     location = storage.experiment_location(storage_path, request.resume)
     if not storage.exists(location):
@@ -169,7 +153,7 @@ def _plan_resume(request: SearchRequest, storage_path: str) -> _Plan:
     settings = SearchSettings.load(location)
     # The experiment may have been moved or its storage path spelled differently: trust where it is now.
     settings = replace(settings, storage_path=storage_path, name=request.resume)
-    return _Plan(settings=settings, domain=settings.domain, name=settings.name)
+    return _ExperimentPlan(settings=settings, domain=settings.domain, name=settings.name)
 
 
 def _absolute_storage_path(storage_path: str) -> str:
@@ -190,8 +174,7 @@ def _read_warm_start(path: str | None) -> TrainConfig | None:
 def _points_to_evaluate(space: dict[str, Any], warm_start: TrainConfig | None, space_path: str) -> list[dict[str, Any]]:
     """The baseline first, then the warm-start config, each restricted to the searched keys."""
     keys = searched_keys(space)
-    defaults = TrainConfig()
-    baseline = {key: BASELINE.get(key, getattr(defaults, key)) for key in keys}
+    baseline = baseline_values(keys)
     points = [baseline]
     if warm_start is not None:
         point = {key: getattr(warm_start, key) for key in keys}
@@ -215,7 +198,7 @@ def _ray_is_initialized() -> bool:
     return ray.is_initialized()
 
 
-def _check_explicit_resources(request: SearchRequest, plans: list[_Plan], resources: preflight.ClusterResources) -> None:
+def _check_explicit_resources(request: SearchSettings, plans: list[_ExperimentPlan], resources: preflight.ClusterResources) -> None:
     gpus = request.gpus_per_trial
     cpus = request.cpus_per_trial
     if plans[0].settings is not None:  # resumed: the stored request
@@ -245,15 +228,15 @@ def _ray_session(address: str | None) -> Iterator[bool]:
                 print("Ray's local start timed out (busy machine?); trying once more")
                 continue
             where = f"at {address}" if address else "locally"
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise SearchError(f"cannot start or connect to a Ray cluster {where}: {message}") from None
+            raise SearchError(f"cannot start or connect to a Ray cluster {where}: {first_line(error)}") from None
     try:
         yield True
     finally:
         ray.shutdown()
 
 
-def _finalize(plan: _Plan, request: SearchRequest, resources: preflight.ClusterResources, address: str | None) -> SearchSettings:
+def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflight.ClusterResources,
+              address: str | None) -> SearchSettings:
     """Settings with the budget chosen for the cluster (a resumed search keeps its stored settings)."""
     if plan.settings is not None:
         return replace(plan.settings, address=address)
@@ -265,33 +248,24 @@ def _finalize(plan: _Plan, request: SearchRequest, resources: preflight.ClusterR
         gpus_per_trial=request.gpus_per_trial,
         max_concurrent=request.max_concurrent,
     )
-    return SearchSettings(
+    return replace(
+        request,
         domain=plan.domain,
         name=plan.name,
         storage_path=_absolute_storage_path(request.storage_path),
         space=str(Path(request.space).resolve()),
         num_samples=budget.num_samples,
         max_epochs=budget.max_epochs,
-        scheduler=request.scheduler,
-        searcher=request.searcher,
-        metric=request.metric,
-        mode=metric_mode(request.metric),
         cpus_per_trial=budget.cpus_per_trial,
         gpus_per_trial=budget.gpus_per_trial,
         max_concurrent=budget.max_concurrent,
-        seed=request.seed,
-        wandb=request.wandb,
-        wandb_project=request.wandb_project,
-        time_budget_s=request.time_budget_s,
         warm_start=str(Path(request.warm_start).resolve()) if request.warm_start else None,
         address=address,
+        resume=None,
+        mode=nsm_metrics.mode(request.metric),
         grace_period=preflight.asha_grace_period(budget.max_epochs),
+        searched_keys=searched_keys(plan.param_space),
     )
-
-
-def metric_mode(metric: str) -> str:
-    """Accuracies and throughput are maximised; losses, times and memory minimised."""
-    return "max" if "acc" in metric or metric == "graphs_per_s" else "min"
 
 
 def _print_budget(settings: SearchSettings, resources: preflight.ClusterResources, started_here: bool) -> None:
@@ -311,7 +285,7 @@ def _print_budget(settings: SearchSettings, resources: preflight.ClusterResource
 # One experiment
 
 
-def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any]) -> tuple[dict[str, Any], bool]:
+def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: list[Any]) -> tuple[dict[str, Any], bool]:
     resumed = plan.param_space is None
     wandb_mode = resolve_wandb_mode(settings.wandb)
     print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
@@ -339,7 +313,7 @@ def _run_experiment(settings: SearchSettings, plan: _Plan, callbacks: list[Any])
     _push_driver_files(settings, [report.SUMMARY_FILE])
     print()
     print(report.format_report(summary))
-    unfinished = any(status not in _TERMINAL_STATUSES for status in statuses.values())
+    unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
     budget_spent = settings.time_budget_s is not None and elapsed >= 0.99 * settings.time_budget_s
     interrupted = unfinished or (len(statuses) < settings.num_samples and not budget_spent)
     return summary, interrupted
@@ -371,10 +345,11 @@ def _push_driver_files(settings: SearchSettings, names: list[str]) -> None:
         print(f"warning: could not copy {', '.join(names)} from {settings.experiment_dir}: {error}")
 
 
-def _baseline_point(settings: SearchSettings, plan: _Plan) -> dict[str, Any]:
+def _baseline_point(settings: SearchSettings, plan: _ExperimentPlan) -> dict[str, Any]:
     if plan.points_to_evaluate:
         return plan.points_to_evaluate[0]
-    return dict(BASELINE)  # resumed: the stored space's baseline is the research default on its keys
+    # Resumed: the baseline on the recorded searched keys (a search older than the record: the research default).
+    return baseline_values(settings.searched_keys) if settings.searched_keys is not None else dict(BASELINE)
 
 
 @contextlib.contextmanager

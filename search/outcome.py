@@ -1,4 +1,4 @@
-"""How a trial ended, decided in one place for the searcher (what Optuna is told) and the report.
+"""How a trial ended, decided in one place for the searcher (what Optuna is told), the report and analysis.
 
 The trainable reports ``nsm_status`` with every result: nsm's epoch status ("running" or "diverged"),
 or "infeasible" after a CUDA out-of-memory error. Everything else follows from the epochs run.
@@ -21,6 +21,11 @@ UNFINISHED = "unfinished"  # still pending or running when the search was interr
 
 FAILED_OUTCOMES = (DIVERGED, INFEASIBLE, ERROR)
 
+TERMINAL_STATUSES = ("TERMINATED", "ERROR")
+"""Ray statuses of trials that will not report again (TERMINATED includes trials a scheduler stopped;
+ERROR: crashed after FailureConfig's retries). Any other status (PENDING, RUNNING, PAUSED) is a trial
+of a search that is still running or was interrupted."""
+
 
 def trial_outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: bool = False) -> str:
     """The outcome of a finished trial from its last result."""
@@ -35,3 +40,19 @@ def trial_outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: 
     if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) or epoch < max_epochs:
         return PRUNED
     return COMPLETED
+
+
+def outcome_of(ray_status: str, last_result: dict[str, Any] | None, max_epochs: int | None) -> str:
+    """The outcome of any trial from its Ray status and last result.
+
+    ``max_epochs`` unknown (an experiment without its search settings): a trial that ended without
+    diverging or running out of memory counts as completed.
+    """
+    if ray_status == "ERROR":
+        return ERROR
+    if ray_status not in TERMINAL_STATUSES:
+        return UNFINISHED
+    if max_epochs is None:
+        status = (last_result or {}).get(STATUS_KEY)
+        return status if status in (DIVERGED, INFEASIBLE) else COMPLETED
+    return trial_outcome(last_result, max_epochs)

@@ -6,21 +6,22 @@ plus the trials' final Ray statuses; nothing is recomputed from the trial direct
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from nsm import metrics as nsm_metrics
+from nsm.files import write_json
 from search import storage
-from search.outcome import ERROR, UNFINISHED, trial_outcome
+from search.outcome import outcome_of
 from search.settings import SearchSettings
 from search.trainable import CHECKPOINT_FILE
+from search.trials import epoch_history, rank_trials, score_trial, varied_keys
 
 SUMMARY_FILE = "summary.json"
 TABLE_ROWS = 10
-SEARCHED_COLUMNS = ("lr", "cycle_weight", "batch_size")
 
 
 def trial_statuses(experiment_path: str | Path) -> dict[str, str]:
@@ -35,11 +36,16 @@ def summarize(
     baseline_point: dict[str, Any],
     statuses: dict[str, str],
 ) -> dict[str, Any]:
-    """The summary dict written to ``summary.json`` (layout in contracts.md), rows ranked best first."""
-    entries = [_row(result, settings, statuses) for result in results]  # creation order: baseline first
-    baseline = next((row for row, _ in entries if _matches(row["config"], baseline_point)), None)
-    ranked = sorted(entries, key=lambda entry: _rank_key(entry[0][settings.metric], settings.mode))
-    best_row, best_result = ranked[0] if ranked and _finite(ranked[0][0][settings.metric]) else (None, None)
+    """The summary dict written to ``summary.json``: rows ranked by :func:`search.trials.rank_trials`
+    (best first, then the unranked trials), each with the searched keys."""
+    results = list(results)  # creation order: baseline first
+    keys = settings.searched_keys if settings.searched_keys is not None else varied_keys(r.config or {} for r in results)
+    entries = [_row(result, settings, statuses, keys) for result in results]
+    ranked, unranked = rank_trials([score for _, _, score in entries], settings.metric, settings.mode)
+    by_id = {score.trial_id: (row, result) for row, result, score in entries}
+    rows = [by_id[score.trial_id][0] for score in (*ranked, *unranked)]
+    baseline = next((row for row, _, _ in entries if _matches(row["config"], baseline_point)), None)
+    best_row, best_result = by_id[ranked[0].trial_id] if ranked else (None, None)
     best_checkpoint = None
     if best_result is not None:
         checkpoint = best_result.get_best_checkpoint(settings.metric, settings.mode)
@@ -56,60 +62,64 @@ def summarize(
         "mode": settings.mode,
         "searcher": settings.searcher,
         "scheduler": settings.scheduler,
+        "searched_keys": keys,
         "num_trials": len(entries),
         "num_samples": settings.num_samples,
         "max_epochs": settings.max_epochs,
         "best": best_row,
         "baseline": baseline,
         "gain_over_baseline": gain,
-        "trials": [row for row, _ in ranked],
+        "trials": rows,
         "best_checkpoint": best_checkpoint,
     }
 
 
 def write_summary(summary: dict[str, Any], experiment_dir: str | Path) -> Path:
-    path = Path(experiment_dir) / SUMMARY_FILE
-    path.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    return path
+    return write_json(Path(experiment_dir) / SUMMARY_FILE, summary)
 
 
 def format_report(summary: dict[str, Any]) -> str:
     """The ranked table (top 10), the baseline row, the best config and the best checkpoint."""
-    metric = summary["metric"]
-    header = f"{'rank':>4}  {'trial':<14} {'lr':>9} {'cycle_weight':>12} {'batch_size':>10} {'best ' + metric:>14} {'epochs':>6}  status"
+    metric, keys = summary["metric"], _keys(summary)
+    header = (f"{'rank':>4}  {'trial':<14} {_key_columns(keys, {key: key for key in keys})} "
+              f"{'best ' + metric:>14} {'epochs':>6}  status")
     lines = [f"{summary['experiment']}: {summary['domain']}, {summary['num_trials']} trials "
              f"({summary['searcher']}, scheduler {summary['scheduler']}), ranked by {metric} ({summary['mode']})",
              header]
     for rank, row in enumerate(summary["trials"][:TABLE_ROWS], start=1):
-        lines.append(f"{rank:>4}  {_format_row(row, metric)}")
+        lines.append(f"{rank:>4}  {_format_row(row, metric, keys)}")
     if len(summary["trials"]) > TABLE_ROWS:
         lines.append(f"      ... {len(summary['trials']) - TABLE_ROWS} more in summary.json")
     baseline = summary["baseline"]
-    lines.append(f"base  {_format_row(baseline, metric)}  <- research default" if baseline else "base  (baseline trial not run)")
+    lines.append(f"base  {_format_row(baseline, metric, keys)}  <- research default" if baseline else "base  (baseline trial not run)")
     best = summary["best"]
     if best is None:
-        lines.append(f"best: none (no trial reported a finite {metric})")
+        lines.append(f"best: none (no finished trial reported a finite {metric})")
     else:
         gain = summary["gain_over_baseline"]
         gain_text = f" ({gain:+.4f} over the baseline)" if gain is not None else ""
-        config = ", ".join(f"{key}={_format_value(best[key])}" for key in SEARCHED_COLUMNS)
-        lines.append(f"best: {metric} {best[metric]:.4f}{gain_text} with {config} (trial {best['trial_id']})")
+        config = ", ".join(f"{key}={_format_value(best[key])}" for key in keys)
+        lines.append(f"best: {metric} {nsm_metrics.format_value(metric, best[metric])}{gain_text} with {config} "
+                     f"(trial {best['trial_id']})")
         lines.append(f"best checkpoint: {summary['best_checkpoint']}")
     lines.append(f"summary: {storage.experiment_location(summary['experiment_dir'], SUMMARY_FILE)}")
     return "\n".join(lines)
 
 
 def format_cross_domain(summaries: list[dict[str, Any]]) -> str:
-    """One line per domain of ``--domain all``."""
-    lines = ["cross-domain summary", f"{'domain':<9} {'best':>8} {'baseline':>9} {'gain':>8}  {'lr':>9} {'cycle_weight':>12} {'batch_size':>10}  experiment"]
+    """One line per domain of ``--domain all``, with the searched keys of any of them."""
+    keys = list(dict.fromkeys(key for summary in summaries for key in _keys(summary)))
+    lines = ["cross-domain summary",
+             f"{'domain':<9} {'best':>8} {'baseline':>9} {'gain':>8}  {_key_columns(keys, {key: key for key in keys})}  experiment"]
     for summary in summaries:
         metric = summary["metric"]
         best, baseline = summary["best"] or {}, summary["baseline"] or {}
         gain = summary["gain_over_baseline"]
+        values = {key: _format_value(best.get(key)) for key in keys}
         lines.append(
-            f"{summary['domain']:<9} {_format_value(best.get(metric)):>8} {_format_value(baseline.get(metric)):>9} "
-            f"{(f'{gain:+.4f}' if gain is not None else '-'):>8}  {_format_value(best.get('lr')):>9} "
-            f"{_format_value(best.get('cycle_weight')):>12} {_format_value(best.get('batch_size')):>10}  {summary['experiment_dir']}"
+            f"{summary['domain']:<9} {nsm_metrics.format_value(metric, best.get(metric)):>8} "
+            f"{nsm_metrics.format_value(metric, baseline.get(metric)):>9} {(f'{gain:+.4f}' if gain is not None else '-'):>8}  "
+            f"{_key_columns(keys, values)}  {summary['experiment_dir']}"
         )
     return "\n".join(lines)
 
@@ -117,36 +127,32 @@ def format_cross_domain(summaries: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _row(result: tune.Result, settings: SearchSettings, statuses: dict[str, str]) -> tuple[dict[str, Any], tune.Result]:
+def _row(result: tune.Result, settings: SearchSettings, statuses: dict[str, str], keys: list[str]) -> tuple[dict[str, Any], tune.Result, Any]:
     last = result.metrics or {}
     config = dict(result.config or {})
     trial_id = last.get("trial_id") or Path(result.path).name
-    history = result.metrics_dataframe
-    best_value = math.nan
-    epochs = 0
-    if history is not None and len(history) and settings.metric in history:
-        values = history[settings.metric].astype(float)
-        if values.notna().any():
-            best_value = float(values.max() if settings.mode == "max" else values.min())
-        if "epoch" in history and history["epoch"].notna().any():
-            epochs = int(history["epoch"].max())
     status = statuses.get(trial_id, "TERMINATED")
-    if status == "ERROR":
-        outcome = ERROR
-    elif status != "TERMINATED":
-        outcome = UNFINISHED
-    else:
-        outcome = trial_outcome(last, settings.max_epochs)
+    score = score_trial(trial_id, epoch_history(result.metrics_dataframe), settings.metric, settings.mode, status)
     row = {
         "trial_id": trial_id,
-        **{key: config.get(key) for key in SEARCHED_COLUMNS},
-        settings.metric: best_value,
-        "epochs": epochs,
-        "status": outcome,
+        **{key: config.get(key) for key in keys},
+        settings.metric: score.value,
+        "epochs": score.epochs,
+        "status": outcome_of(status, last, settings.max_epochs),
         "config": config,
         "trial_dir": _with_scheme(result.path, settings),
     }
-    return row, result
+    return row, result, score
+
+
+def _keys(summary: dict[str, Any]) -> list[str]:
+    """The searched keys of a summary (a summary written before they were recorded: the research three)."""
+    return summary.get("searched_keys") or ["lr", "cycle_weight", "batch_size"]
+
+
+def _key_columns(keys: list[str], cells: dict[str, str]) -> str:
+    """One right-aligned column per searched key, as wide as its name (at least 9)."""
+    return " ".join(f"{cells[key]:>{max(9, len(key))}}" for key in keys)
 
 
 def _with_scheme(path: str, settings: SearchSettings) -> str:
@@ -171,22 +177,20 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _rank_key(value: Any, mode: str) -> tuple[int, float]:
-    if not _finite(value):
-        return (1, 0.0)  # trials without a finite score rank last
-    return (0, -value if mode == "max" else value)
-
-
-def _format_row(row: dict[str, Any], metric: str) -> str:
-    return (f"{row['trial_id']:<14} {_format_value(row['lr']):>9} {_format_value(row['cycle_weight']):>12} "
-            f"{_format_value(row['batch_size']):>10} {_format_value(row[metric]):>14} {row['epochs']:>6}  {row['status']}")
+def _format_row(row: dict[str, Any], metric: str, keys: list[str]) -> str:
+    values = {key: _format_value(row.get(key)) for key in keys}
+    return (f"{row['trial_id']:<14} {_key_columns(keys, values)} {nsm_metrics.format_value(metric, row[metric]):>14} "
+            f"{row['epochs']:>6}  {row['status']}")
 
 
 def _format_value(value: Any) -> str:
+    """A config value: floats in 4 decimals or scientific notation."""
     if value is None:
         return "-"
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if value == 0:
+            return "0"
         return f"{value:.4f}" if 1e-2 <= abs(value) < 1e3 else f"{value:.2e}"
     return str(value)

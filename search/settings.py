@@ -1,45 +1,95 @@
-"""The resolved settings of one search experiment, saved as ``search.json`` for ``--resume``."""
+"""The settings of one search experiment: the one schema of the search CLI, saved as ``search.json``.
+
+Every ``search/run.py`` flag is a field of :class:`SearchSettings` whose metadata holds its help text
+(:func:`search.run.build_parser` generates the parser from them), so each flag and its default are
+defined once. The CLI fills a ``SearchSettings`` with the flags as given, None meaning "choose the
+default"; the driver resolves it (budget, absolute paths, experiment name, metric mode) with
+``dataclasses.replace`` and saves the result in the experiment for ``--resume``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nsm.config import PROJECT_NAME
+from nsm.domains import DOMAINS
+from nsm.files import write_json
 from search import storage
 from search.errors import SearchError
+from spaces import DEFAULT_SPACE
 
 SETTINGS_FILE = "search.json"
 
 
+def _flag(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None,
+          stored: bool = True) -> Any:
+    """A setting that is also a CLI flag (``--name-with-dashes``); ``stored=False``: not saved in search.json."""
+    return field(default=default, metadata={"help": help, "metavar": metavar, "choices": choices, "stored": stored})
+
+
+def _derived(default: Any) -> Any:
+    """A setting the driver derives; not a flag."""
+    return field(default=default, metadata={"stored": True})
+
+
 @dataclass
 class SearchSettings:
-    """Everything a search needs, after defaults are chosen; one experiment (one domain)."""
+    """Everything a search needs; one experiment (one domain) once resolved by the driver."""
 
-    domain: str
-    name: str
-    storage_path: str  # absolute path, or a URI (s3://..., gs://...) that Ray and pyarrow write to
-    space: str  # absolute path of the space file
-    num_samples: int
-    max_epochs: int
-    scheduler: str  # "asha" | "none"
-    searcher: str  # "tpe" | "random"
-    metric: str
-    mode: str  # "max" | "min"
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int
-    seed: int
-    wandb: str  # "auto" | "online" | "offline" | "disabled"
-    wandb_project: str
-    time_budget_s: float | None = None
-    warm_start: str | None = None  # absolute path of a config file evaluated right after the baseline
-    address: str | None = None
-    grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
-    reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
+    domain: str | None = _flag(
+        None, "domain to search; 'all' runs the three as three experiments in one Ray session (required unless --resume)",
+        metavar="{" + ",".join((*DOMAINS, "all")) + "}")
+    space: str = _flag(  # resolved: absolute path of the space file
+        str(DEFAULT_SPACE), "search-space YAML (distributions and fixed trainer keys, per-domain overrides)", metavar="FILE")
+    num_samples: int | None = _flag(None, "trials to run (default: 24 on CPUs, 64 when trials use GPUs)", metavar="N")
+    max_epochs: int | None = _flag(
+        None, "epochs of a trial that is never stopped early; ASHA's max_t (default: the space file's `epochs`, "
+        "else 20 on CPUs, 50 on GPUs)", metavar="E")
+    scheduler: str = _flag(
+        "asha", "early stopping: ASHA on the metric (grace period ~max_epochs/4, reduction factor 3), or none",
+        choices=("asha", "none"))
+    searcher: str = _flag(
+        "tpe", "Optuna sampler (seeded with --seed); the baseline config is always the first trial", choices=("tpe", "random"))
+    metric: str = _flag(
+        "val_acc", "metric to rank and prune on (one of nsm's metric names); maximised for accuracies, minimised for losses")
+    cpus_per_trial: float | None = _flag(
+        None, "CPUs per trial, also the trial's torch threads (default: 1; with GPUs, the node's CPUs shared among its "
+        "trials, at most 4)")
+    gpus_per_trial: float | None = _flag(
+        None, "GPUs per trial; fractions such as 0.25 pack trials onto one GPU and cap each trial's CUDA memory to its "
+        "share (default: 0.25 when the cluster has GPUs, else 0)")
+    max_concurrent: int | None = _flag(None, "trials running at once (default: as many as the cluster's resources fit)")
+    address: str | None = _flag(
+        None, "join an existing Ray cluster: 'auto' or 'ray://host:port' (default: start a local one)")
+    storage_path: str = _flag(  # resolved: an absolute path, or a URI (s3://..., gs://...) that Ray and pyarrow write to
+        "./results", "directory holding one subdirectory per experiment, or a cloud URI that pyarrow opens "
+        "(s3://bucket/path, gs://bucket/path), as Ray's storage_path accepts")
+    name: str | None = _flag(
+        None, "experiment name (default: <domain>-<UTC timestamp>; with --domain all, <name>-<domain>); an existing "
+        "name is refused unless resumed")
+    resume: str | None = _flag(
+        None, "continue the experiment NAME under --storage-path with its stored settings: unfinished and errored "
+        "trials continue from their last checkpoint, the Optuna study continues", metavar="NAME", stored=False)
+    seed: int = _flag(0, "seed of the Optuna sampler")
+    wandb: str = _flag(
+        "auto", "W&B logging via Ray's WandbLoggerCallback; auto = online when an API key is configured, offline otherwise",
+        choices=("auto", "online", "offline", "disabled"))
+    wandb_project: str = _flag(PROJECT_NAME, "W&B project (the group is the experiment name)")
+    time_budget_s: float | None = _flag(
+        None, "stop starting and running trials after this many seconds (default: no limit)")
+    warm_start: str | None = _flag(  # resolved: absolute path of a config file evaluated right after the baseline
+        None, "config file (YAML/JSON of trainer keys, e.g. an exported best config) whose searched values are "
+        "evaluated right after the baseline", metavar="FILE")
+
+    mode: str | None = _derived(None)  # "max" | "min": the metric's direction (nsm.metrics)
+    grace_period: int = _derived(1)  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = _derived(3)  # ASHA: keep the top 1/reduction_factor at each rung
+    searched_keys: list[str] | None = _derived(None)  # the space's sampled keys, in file order; None: older search
 
     @property
     def experiment_path(self) -> str:
@@ -58,12 +108,11 @@ class SearchSettings:
         return storage.is_uri(self.storage_path)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The stored settings (what ``search.json`` holds)."""
+        return {key.name: getattr(self, key.name) for key in dataclasses.fields(self) if key.metadata["stored"]}
 
     def save(self) -> Path:
-        path = self.experiment_dir / SETTINGS_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(self.experiment_dir / SETTINGS_FILE, self.to_dict())
 
     @classmethod
     def load(cls, location: str | Path) -> SearchSettings:
@@ -71,9 +120,9 @@ class SearchSettings:
         path = storage.experiment_location(str(location), SETTINGS_FILE)
         try:
             values = json.loads(storage.read_text(str(location), SETTINGS_FILE))
-            known = {field.name for field in dataclasses.fields(cls)}
-            return cls(**{key: value for key, value in values.items() if key in known})
-        except (OSError, ValueError, TypeError) as error:
+            stored = {key.name for key in dataclasses.fields(cls) if key.metadata["stored"]}
+            return cls(**{key: value for key, value in values.items() if key in stored})
+        except (OSError, ValueError, TypeError, AttributeError) as error:
             raise SearchError(f"{path}: unreadable search settings ({error})") from None
 
     def resume_command(self) -> str:
@@ -82,3 +131,9 @@ class SearchSettings:
         if self.address:
             command += ["--address", self.address]
         return shlex.join(command)
+
+
+def flags() -> list[dataclasses.Field]:
+    """The fields of :class:`SearchSettings` that are CLI flags, in the order ``--help`` lists them."""
+    return [key for key in dataclasses.fields(SearchSettings) if "help" in key.metadata]
+

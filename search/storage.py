@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from nsm.config import PROJECT_NAME
+from nsm.errors import first_line
 from search.errors import SearchError
 
 
@@ -47,7 +49,7 @@ def local_mirror(storage_path: str, name: str) -> Path:
     Optuna searcher that Ray pickles keeps the journal's path, and a restore elsewhere finds it again.
     """
     digest = hashlib.sha256(experiment_location(storage_path, name).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "nsm-search-mirror" / digest / name
+    return Path(tempfile.gettempdir()) / f"{PROJECT_NAME}-mirror" / digest / name
 
 
 def check_storage_uri(storage_path: str) -> None:
@@ -62,7 +64,7 @@ def check_storage_uri(storage_path: str) -> None:
         bucket_missing = (filesystem.type_name != "local"
                           and filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound)
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... with multi-line messages
-        raise SearchError(f"--storage-path {storage_path}: cannot open it ({_first_line(error)})") from None
+        raise SearchError(f"--storage-path {storage_path}: cannot open it ({first_line(error)})") from None
     if is_file:
         raise SearchError(f"--storage-path {storage_path} exists and is not a directory")
     if bucket_missing:
@@ -146,7 +148,7 @@ def _one_line_errors(location: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:  # pyarrow's IO errors are OSErrors
-        raise SearchError(f"{location}: {_first_line(error)}") from None
+        raise SearchError(f"{location}: {first_line(error)}") from None
 
 
 def _file_type(location: str) -> object:
@@ -161,8 +163,3 @@ def _resolve(location: str) -> tuple[object, str]:
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
     return filesystem, path.rstrip("/")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -30,6 +30,8 @@ from optuna.storages.journal._file import get_lock_file
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from nsm import metrics as nsm_metrics
+from nsm.files import atomic_write
 from search.errors import SearchError
 from search.outcome import COMPLETED, PRUNED, trial_outcome
 
@@ -191,7 +193,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return
         value = float(value)
         best = self._best_values.get(trial_id)
-        if best is None or (value > best if self._mode == "max" else value < best):
+        if best is None or nsm_metrics.is_better(value, best, self._mode):
             self._best_values[trial_id] = value
         with warnings.catch_warnings():
             # A restored trial re-reports the epoch it resumed at; Optuna keeps the first value.
@@ -221,10 +223,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if self._copy_journal_into_snapshots:
             # Ray uploads its snapshot directory (where checkpoint_path is) to a URI experiment's
             # location in one sync: the journal then always matches the searcher state beside it.
-            snapshot_journal = Path(checkpoint_path).with_name(STUDY_FILE)
-            staged = snapshot_journal.with_name(f".{STUDY_FILE}.tmp")
-            shutil.copyfile(self._journal_path, staged)
-            os.replace(staged, snapshot_journal)
+            atomic_write(Path(checkpoint_path).with_name(STUDY_FILE), lambda tmp: shutil.copyfile(self._journal_path, tmp))
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

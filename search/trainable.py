@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from ray import tune
 
-import nsm
 from nsm import train as nsm_train
+from nsm.config import TrainConfig
+from nsm.errors import first_line
+from nsm.metrics import METRIC_NAMES
 from search.outcome import INFEASIBLE, STATUS_KEY
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -63,7 +65,7 @@ def run_trial(
 ) -> dict[str, Any] | None:
     """Train ``config`` and report every epoch through ``report``; the Ray-free core of the trainable."""
     torch.set_num_threads(max(1, int(cpus)))
-    train_config = nsm_train.TrainConfig.from_dict(config, source="trial config")
+    train_config = TrainConfig.from_dict(config, source="trial config")
     train_config.device = _device_for(train_config.device, gpus)
     if train_config.device != "cpu" and 0 < gpus < 1:
         # Ray packs fractional trials onto one GPU but does not enforce the fraction; capping the
@@ -101,8 +103,8 @@ def run_trial(
             report(metrics, tune.Checkpoint.from_directory(final_epoch_dir.name))
     except torch.cuda.OutOfMemoryError as error:
         # Retrying cannot help: the config does not fit this trial's share of the GPU.
-        logger.warning("trial is infeasible, CUDA out of memory: %s", str(error).splitlines()[0] if str(error) else "")
-        metrics = {name: math.nan for name in nsm.METRIC_NAMES}
+        logger.warning("trial is infeasible, CUDA out of memory: %s", first_line(error))
+        metrics = {name: math.nan for name in METRIC_NAMES}
         metrics.update(epoch=last_epoch, **{STATUS_KEY: INFEASIBLE, NODE_KEY: node_id})
         report(metrics, None)
         results = None

@@ -1,7 +1,7 @@
 """Read a search-space YAML file into a Ray Tune param space, validating it against nsm's config keys.
 
 A file has two sections: ``default`` (every domain) and ``domains.<name>`` (overrides for one domain).
-Each key is a field of :class:`nsm.train.TrainConfig`; its value is either a distribution
+Each key is a field of :class:`nsm.config.TrainConfig`; its value is either a distribution
 (``{type: loguniform|uniform, low, high}`` or ``{type: choice, values: [...]}``) or a fixed value that
 passes through to the trainer. Every mistake raises :class:`SpaceError` with one line naming the file
 and the key.
@@ -9,7 +9,6 @@ and the key.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import yaml
 from ray import tune
 
-from nsm.data import DOMAINS
-from nsm.errors import ConfigError
-from nsm.train import TrainConfig
+# nsm.config and nsm.domains, not nsm.train or nsm.data: reading a space must not import torch.
+from nsm.config import FIELD_TYPES, TrainConfig
+from nsm.domains import DOMAINS
+from nsm.errors import ConfigError, first_line
 
 DEFAULT_SPACE = Path(__file__).with_name("default.yaml")
 """The space used when ``--space`` is not given."""
@@ -48,7 +48,7 @@ def load_space(path: str | Path, domain: str) -> dict[str, Any]:
     entries = _merged_entries(document, path, domain)
     space: dict[str, Any] = {"domain": domain}
     for key, (section, value) in entries.items():
-        space[key] = _to_tune(value, field_type=_FIELD_TYPES[key], where=f"{path}: {section}.{key}")
+        space[key] = _to_tune(value, field_type=FIELD_TYPES[key], where=f"{path}: {section}.{key}")
     _check_against_config(space, entries, path)
     return space
 
@@ -61,17 +61,13 @@ def searched_keys(space: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # File structure
 
-_FIELD_TYPES: dict[str, str] = {field.name: str(field.type) for field in dataclasses.fields(TrainConfig)}
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpaceError(f"{path}: space file not found")
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SpaceError(f"{path}: not valid YAML: {first_line}") from None
+        raise SpaceError(f"{path}: not valid YAML: {first_line(error)}") from None
     if not isinstance(document, dict):
         raise SpaceError(f"{path}: must hold a mapping with keys {' and '.join(_TOP_LEVEL_KEYS)}")
     for key in document:
@@ -104,8 +100,8 @@ def _section(section: Any, path: Path, name: str) -> dict[str, Any]:
     for key in section:
         if key in _DRIVER_KEYS:
             raise SpaceError(f"{path}: {name}.{key}: not allowed in a space file ({_DRIVER_KEYS[key]})")
-        if key not in _FIELD_TYPES:
-            raise SpaceError(f"{path}: {name}.{key}: unknown key (known: {', '.join(k for k in _FIELD_TYPES if k not in _DRIVER_KEYS)})")
+        if key not in FIELD_TYPES:
+            raise SpaceError(f"{path}: {name}.{key}: unknown key (known: {', '.join(k for k in FIELD_TYPES if k not in _DRIVER_KEYS)})")
     return section
 
 
