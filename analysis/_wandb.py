@@ -10,7 +10,6 @@ account (``wandb sync`` uploads it later); no credential is read or written here
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,15 @@ import yaml
 
 from analysis.errors import AnalysisError
 from analysis.experiment import Experiment, best_trial_id, trials_table
-
-DEFAULT_PROJECT = "nsm-search"
+from nsm.config import PROJECT_NAME
+from nsm.errors import first_line
+from search.tuner import resolve_wandb_mode
 
 
 def resolve_mode(requested: str) -> str:
-    """``auto``: the search's own rule (search.tuner.resolve_wandb_mode), offline when it is unavailable."""
+    """``auto``: the search's own rule (search.tuner.resolve_wandb_mode); a summary run is never disabled."""
     if requested != "auto":
         return requested
-    try:
-        from search.tuner import resolve_wandb_mode
-    except ImportError:
-        return os.environ.get("WANDB_MODE") if os.environ.get("WANDB_MODE") in ("online", "offline") else "offline"
     mode = resolve_wandb_mode("auto")
     return "offline" if mode == "disabled" else mode
 
@@ -69,10 +65,9 @@ def log_summary(
 
     mode = resolve_mode(mode)
     settings = experiment.settings or {}
-    project = settings.get("wandb_project") or DEFAULT_PROJECT
+    project = settings.get("wandb_project") or PROJECT_NAME
     trial_id = best.trial_id if best is not None else (evaluation or {}).get("trial_id") or best_trial_id(experiment)
     config = best.config if best is not None else _best_config(experiment, trial_id, evaluation)
-    table = trials_table(experiment).set_index("trial_id")
     directory = experiment.analysis_dir
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -84,37 +79,16 @@ def log_summary(
             dir=str(directory),
             mode=mode,
             config={"experiment": experiment.name, "domain": experiment.domain, "metric": experiment.metric,
-                    "best_trial": trial_id, "best_config": config},
+                    "mode": experiment.mode, "searched_keys": experiment.searched_keys, "best_trial": trial_id,
+                    "best_params": {key: config.get(key) for key in experiment.searched_keys}, "best_config": config},
             tags=[tag for tag in ("analysis", experiment.domain) if tag],
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True),
             reinit="create_new",
         )
     except Exception as error:  # no account in online mode, an unreachable server
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AnalysisError(f"W&B {mode} run could not start: {text} (try --wandb offline)") from None
+        raise AnalysisError(f"W&B {mode} run could not start: {first_line(error)} (try --wandb offline)") from None
     try:
-        run.log({"trials": trials_wandb_table(experiment)})
-        run.summary["best_trial"] = trial_id
-        run.summary[f"best_{experiment.metric}"] = float(table.loc[trial_id, experiment.metric])
-        run.summary["num_trials"] = len(table)
-        run.summary["experiment_complete"] = experiment.is_complete
-        if best is not None:
-            run.summary["best_epoch"] = best.epoch
-            run.summary["test_acc"] = float(best.final_results["test_metrics"]["test_acc"])
-        if evaluation is not None:
-            run.summary["test_acc"] = evaluation["accuracy"]
-            for name, value in evaluation["per_class_accuracy"].items():
-                run.summary[f"test_acc_{name.replace(' ', '')}"] = value
-            if "seeds" in evaluation:
-                for name in ("best", "baseline"):
-                    run.summary[f"seeds_{name}_test_acc_mean"] = evaluation["seeds"][name]["mean"]
-                    run.summary[f"seeds_{name}_test_acc_std"] = evaluation["seeds"][name]["std"]
-            run.log({f"evaluation/{name}": wandb.Image(path) for name, path in evaluation.get("figures", {}).items()})
-        artifact = wandb.Artifact(f"{experiment.name}-best-config", type="config",
-                                  metadata={"trial_id": trial_id, "metric": experiment.metric, "experiment": str(experiment.path)})
-        with artifact.new_file("best_config.yaml") as handle:
-            handle.write(yaml.safe_dump(config, sort_keys=False))
-        run.log_artifact(artifact)
+        _log_results(run, experiment, trial_id, config, best, evaluation)
         run_dir = Path(run.dir).parent
     finally:
         run.finish()
@@ -122,6 +96,36 @@ def log_summary(
         # service down waits for it, so the run directory is complete (and syncable) on return.
         wandb.teardown()
     return run_dir
+
+
+def _log_results(run: Any, experiment: Experiment, trial_id: str, config: dict[str, Any], best: Any | None,
+                 evaluation: dict[str, Any] | None) -> None:
+    """The trials table, the best trial's numbers (and the evaluation's), the best config as an artifact."""
+    import wandb
+
+    table = trials_table(experiment).set_index("trial_id")
+    run.log({"trials": trials_wandb_table(experiment)})
+    run.summary["best_trial"] = trial_id
+    run.summary[f"best_{experiment.metric}"] = float(table.loc[trial_id, experiment.metric])
+    run.summary["num_trials"] = len(table)
+    run.summary["experiment_complete"] = experiment.is_complete
+    if best is not None:
+        run.summary["best_epoch"] = best.epoch
+        run.summary["test_acc"] = float(best.final_results["test_metrics"]["test_acc"])
+    if evaluation is not None:
+        run.summary["test_acc"] = evaluation["accuracy"]
+        for name, value in evaluation["per_class_accuracy"].items():
+            run.summary[f"test_acc_{name.replace(' ', '')}"] = value
+        if "seeds" in evaluation:
+            for name in ("best", "baseline"):
+                run.summary[f"seeds_{name}_test_acc_mean"] = evaluation["seeds"][name]["mean"]
+                run.summary[f"seeds_{name}_test_acc_std"] = evaluation["seeds"][name]["std"]
+        run.log({f"evaluation/{name}": wandb.Image(path) for name, path in evaluation.get("figures", {}).items()})
+    artifact = wandb.Artifact(f"{experiment.name}-best-config", type="config",
+                              metadata={"trial_id": trial_id, "metric": experiment.metric, "experiment": str(experiment.path)})
+    with artifact.new_file("best_config.yaml") as handle:
+        handle.write(yaml.safe_dump(config, sort_keys=False))
+    run.log_artifact(artifact)
 
 
 def _best_config(experiment: Experiment, trial_id: str, evaluation: dict[str, Any] | None) -> dict[str, Any]:

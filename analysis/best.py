@@ -36,14 +36,15 @@ from analysis.experiment import (
     best_checkpoint,
     best_trial_id,
     ranked_trials,
-    searched_params,
     trial_history,
     trial_run_file,
     trials_table,
 )
-from nsm import METRIC_NAMES
+from nsm import metrics as nsm_metrics
+from nsm.checkpoint import BEST_MODEL_FILE, HISTORY_FILE, RESULTS_FILE, save_checkpoint
+from nsm.config import save_config_file
 
-BEST_FILES = ("best_model.pt", "best_config.yaml", "best_config.json", "training_history.json", "final_results.json")
+BEST_FILES = (BEST_MODEL_FILE, "best_config.yaml", "best_config.json", HISTORY_FILE, RESULTS_FILE)
 
 
 @dataclass
@@ -60,19 +61,18 @@ class BestExport:
 
 
 def format_table(experiment: Experiment, top: int | None = 10) -> str:
-    """The ranked trials as text: rank, trial, status, metric, best epoch, epochs, searched params."""
+    """The ranked trials as text: rank, trial, status, metric, best epoch, epochs, searched keys."""
     frame = ranked_trials(experiment, top)
     if frame.empty:
         return "(no finished trial)"
-    params = searched_params(experiment)
-    columns = ["rank", "trial_id", "outcome", experiment.metric, "best_epoch", "epochs", *params, "time_total_s"]
+    columns = ["rank", "trial_id", "outcome", experiment.metric, "best_epoch", "epochs", *experiment.searched_keys, "time_total_s"]
     shown = frame[[c for c in columns if c in frame]].copy()
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def history_records(history: pd.DataFrame) -> list[dict[str, float]]:
     """A trial's history in nsm's ``training_history.json`` format."""
-    names = [name for name in METRIC_NAMES if name in history]
+    names = [name for name in nsm_metrics.epoch_metrics() if name in history]
     records = []
     for _, row in history[names].iterrows():
         record = {}
@@ -87,9 +87,10 @@ def test_metrics(checkpoint: dict[str, Any]) -> dict[str, float]:
     """nsm's ``test_metrics`` of a checkpoint's weights on its domain's test split."""
     from torch_geometric.loader import DataLoader
 
+    from nsm.checkpoint import load_model
     from nsm.data import load_domain
     from nsm.errors import ConfigError
-    from nsm.train import evaluate, load_model
+    from nsm.train import evaluate
 
     try:
         model, config = load_model(checkpoint)
@@ -102,10 +103,10 @@ def test_metrics(checkpoint: dict[str, Any]) -> dict[str, float]:
 
 def final_results(experiment: Experiment, best: BestCheckpoint, history: list[dict[str, float]]) -> dict[str, Any]:
     """nsm's final_results.json for the best trial (its run file when present, the test split re-evaluated)."""
+    from nsm.checkpoint import load_model
     from nsm.model import count_parameters
-    from nsm.train import load_model
 
-    run = trial_run_file(experiment, best.trial_id, "final_results.json") or {}
+    run = trial_run_file(experiment, best.trial_id, RESULTS_FILE) or {}
     row = trials_table(experiment).set_index("trial_id").loc[best.trial_id]
     model, _ = load_model(best.checkpoint)
     best_metrics = next((r for r in history if r["epoch"] == best.epoch), best.checkpoint.get("metrics"))
@@ -143,19 +144,19 @@ def export_best(experiment: Experiment, out_dir: str | Path | None = None, trial
     results = final_results(experiment, best, history)
     directory = Path(out_dir) if out_dir is not None else experiment.best_dir
     files = {
-        "best_model.pt": _io.save_torch(directory / "best_model.pt", best.checkpoint),
-        "best_config.yaml": _io.write_yaml(directory / "best_config.yaml", config),
-        "best_config.json": _io.write_json(directory / "best_config.json", config),
-        "training_history.json": _io.write_json(directory / "training_history.json", history),
-        "final_results.json": _io.write_json(directory / "final_results.json", results),
+        BEST_MODEL_FILE: save_checkpoint(best.checkpoint, directory / BEST_MODEL_FILE),
+        "best_config.yaml": save_config_file(config, directory / "best_config.yaml"),
+        "best_config.json": save_config_file(config, directory / "best_config.json"),
+        HISTORY_FILE: _io.write_json(directory / HISTORY_FILE, history),
+        RESULTS_FILE: _io.write_json(directory / RESULTS_FILE, results),
     }
     return BestExport(directory, trial_id, best.epoch, best.value, config, results, files)
 
 
 def _exported_config(config: dict[str, Any]) -> dict[str, Any]:
     """The trial's full TrainConfig, validated, with the device left to the machine that runs it."""
+    from nsm.config import TrainConfig
     from nsm.errors import ConfigError
-    from nsm.train import TrainConfig
 
     try:
         values = TrainConfig.from_dict(dict(config), source="best checkpoint config").to_dict()

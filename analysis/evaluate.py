@@ -3,8 +3,8 @@
 Writes ``<experiment>/analysis/evaluation/``: ``evaluation.json`` (accuracy, per-class accuracy,
 confusion matrix, classification report, confidence histogram), ``confusion_matrix.png`` and
 ``confidence_histogram.png``. ``--seeds N`` also retrains the best config and the baseline config
-(nsm.train.BASELINE on top of the best config) with N seeds each and reports mean +- std test
-accuracy of both (``seeds`` in evaluation.json, ``seeds.png``), so an exported config is not a lucky
+(the best config with the baseline's value of every searched key, nsm.config.baseline_values) with N
+seeds each and reports mean +- std test accuracy of both (``seeds`` in evaluation.json, ``seeds.png``), so an exported config is not a lucky
 draw. Everything is computed with numpy: analysis needs only the runtime dependencies.
 """
 
@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from analysis import _cli, _io
 from analysis.errors import AnalysisError
 from analysis.experiment import Experiment, best_checkpoint, best_trial_id
+from nsm.config import BASELINE, baseline_values
 
 EVALUATION_DIR = "evaluation"
 CLASS_NAMES = ("class 0", "class 1")
@@ -106,9 +107,10 @@ def evaluation_metrics(probs: np.ndarray, labels: np.ndarray, bins: int = 10) ->
 
 def predict_test(checkpoint: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and labels of the checkpoint's domain's test split (nsm.train.predict)."""
+    from nsm.checkpoint import load_model
     from nsm.data import load_domain
     from nsm.errors import ConfigError
-    from nsm.train import load_model, predict
+    from nsm.train import predict
 
     try:
         model, config = load_model(checkpoint)
@@ -176,20 +178,21 @@ def plot_seed_study(seeds: dict[str, Any]) -> Figure:
 # Seeds
 
 
-def seed_study(config: dict[str, Any], seeds: int) -> dict[str, Any]:
-    """Retrain ``config`` and the baseline (BASELINE keys over ``config``) with ``seeds`` seeds each.
+def seed_study(config: dict[str, Any], seeds: int, searched_keys: Sequence[str] = tuple(BASELINE)) -> dict[str, Any]:
+    """Retrain ``config`` and the baseline with ``seeds`` seeds each; the baseline is ``config`` with the
+    baseline's value (nsm.config.baseline_values) of every searched key.
 
     The seeds are ``config.seed + i``; each retrains on the data of its seed, so the spread includes
     the draw of the dataset split as well as the initialisation and batch order.
     """
     from nsm.errors import ConfigError
-    from nsm.train import BASELINE, TrainConfig, train
+    from nsm.train import TrainConfig, train
 
     if seeds < 1:
         raise AnalysisError(f"--seeds must be >= 1, got {seeds}")
     base_seed = int(config.get("seed", 0))
     seed_values = [base_seed + i for i in range(seeds)]
-    configs = {"best": dict(config), "baseline": {**config, **BASELINE}}
+    configs = {"best": dict(config), "baseline": {**config, **baseline_values(searched_keys)}}
     study: dict[str, Any] = {"seeds": seed_values}
     for name, values in configs.items():
         accuracies = []
@@ -202,7 +205,7 @@ def seed_study(config: dict[str, Any], seeds: int) -> dict[str, Any]:
             accuracies.append(float(results["test_metrics"]["test_acc"]))
         array = np.asarray(accuracies)
         study[name] = {
-            "config": {key: values[key] for key in ("lr", "cycle_weight", "batch_size") if key in values},
+            "config": {key: values[key] for key in searched_keys if key in values},
             "test_acc": accuracies,
             "mean": float(array.mean()),
             "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
@@ -241,7 +244,7 @@ def evaluate_experiment(
         "confidence_histogram": plot_confidence_histogram(evaluation["confidence_histogram"]),
     }
     if seeds:
-        evaluation["seeds"] = seed_study(evaluation["config"], seeds)
+        evaluation["seeds"] = seed_study(evaluation["config"], seeds, experiment.searched_keys)
         figures["seeds"] = plot_seed_study(evaluation["seeds"])
     evaluation["figures"] = {}
     for name, figure in figures.items():

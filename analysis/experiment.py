@@ -6,10 +6,14 @@ An experiment directory is Ray Tune's (``<storage_path>/<name>/``) plus ``search
 are its ``Result.metrics_dataframe`` and its checkpoints are ``Result.best_checkpoints``. Nothing
 here writes anywhere.
 
-Ranking: a trial's score is the best value of the metric over its epochs (``scope="all"`` in Ray's
-terms), because a trial's last epoch is not its best one. Only *finished* trials (Ray status
-TERMINATED, which includes trials a scheduler stopped early, or ERROR) compete for best; an
-experiment that is still running, or was interrupted, is analysed on the trials that finished so far.
+Ranking is the search's own rule, :func:`search.trials.rank_trials` (the end-of-search report uses
+it too): a trial's score is the best value of the metric over its epochs; only *finished* trials
+(Ray status TERMINATED, which includes trials a scheduler stopped early, or ERROR) compete for best, so
+an experiment that is still running, or was interrupted, is analysed on the trials that finished so
+far; ties are broken by the metric's registered tie-break metric, then the earlier best epoch.
+
+The searched keys shown in every table are those ``search.json`` records; an experiment whose
+``search.json`` predates that record shows the keys whose values differ between trials.
 """
 
 from __future__ import annotations
@@ -25,22 +29,22 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from nsm import METRIC_NAMES
-from nsm.errors import ConfigError
+from nsm import metrics as nsm_metrics
+from nsm.config import baseline_values
+from nsm.errors import ConfigError, first_line
+from search.errors import SearchError
+from search.outcome import TERMINAL_STATUSES, outcome_of
+from search.report import SUMMARY_FILE
+from search.settings import SETTINGS_FILE, SearchSettings
+from search.trainable import CHECKPOINT_FILE
+from search.trials import best_epoch, epoch_history, rank_trials, score_trial, varied_keys
 
 DEFAULT_METRIC = "val_acc"
-DEFAULT_MODE = "max"
-CHECKPOINT_FILE = "checkpoint.pt"
-"""The nsm checkpoint inside every Ray checkpoint directory of a trial."""
-
 BEST_DIR = "best"
 ANALYSIS_DIR = "analysis"
-FINISHED = ("TERMINATED", "ERROR")
-"""Ray statuses of trials that will not report again (ERROR: crashed after FailureConfig's retries)."""
 
-# Columns of the trials table besides the searched parameters, in display order.
+# Columns of the trials table besides the searched keys, in display order.
 _TABLE_COLUMNS = ("rank", "trial_id", "status", "outcome", "metric", "best_epoch", "epochs", "time_total_s", "gpus", "cpus")
-_CORE_PARAMS = ("lr", "cycle_weight", "batch_size")
 
 
 @dataclass
@@ -70,12 +74,20 @@ class Experiment:
 
     @property
     def num_finished(self) -> int:
-        return sum(status in FINISHED for status in self.statuses.values())
+        return sum(status in TERMINAL_STATUSES for status in self.statuses.values())
 
     @property
     def is_complete(self) -> bool:
         """False while the search is still running (or was interrupted with trials pending)."""
-        return all(status in FINISHED for status in self.statuses.values())
+        return all(status in TERMINAL_STATUSES for status in self.statuses.values())
+
+    @property
+    def searched_keys(self) -> list[str]:
+        """The config keys the search sampled (search.json), else those whose values differ between trials."""
+        recorded = (self.settings or {}).get("searched_keys")
+        if recorded is not None:
+            return list(recorded)
+        return varied_keys(self.analysis.get_all_configs().values())
 
     @property
     def domain(self) -> str | None:
@@ -139,13 +151,18 @@ def open_experiment(path: str | Path, metric: str | None = None, mode: str | Non
         raise AnalysisError(f"{path}: no such experiment directory")
     path = path.resolve()
     settings = _read_settings(path)
-    summary = _read_json(path / "summary.json")
+    summary = _read_json(path / SUMMARY_FILE)
+    source = "--metric" if metric else f"{path / SETTINGS_FILE}: metric"
     metric = metric or (settings or {}).get("metric") or DEFAULT_METRIC
+    try:
+        nsm_metrics.ranking_metric(metric)
+    except ConfigError as error:
+        raise AnalysisError(f"{source} {error}") from None
     if mode is None:
         if settings and settings.get("metric") == metric and settings.get("mode") in ("min", "max"):
             mode = settings["mode"]
         else:
-            mode = "min" if "loss" in metric else DEFAULT_MODE
+            mode = nsm_metrics.mode(metric)
     if mode not in ("min", "max"):
         raise AnalysisError(f"mode must be min or max, got {mode!r}")
 
@@ -158,27 +175,26 @@ def open_experiment(path: str | Path, metric: str | None = None, mode: str | Non
     except ValueError as error:
         if "No experiment snapshot file" in str(error):
             raise AnalysisError(f"{path}: not a Ray Tune experiment directory (no experiment_state-*.json)") from None
-        raise AnalysisError(f"{path}: unreadable experiment state: {_first_line(error)}") from None
+        raise AnalysisError(f"{path}: unreadable experiment state: {first_line(error)}") from None
     except Exception as error:  # a truncated or foreign experiment_state file
-        raise AnalysisError(f"{path}: unreadable experiment state: {_first_line(error)}") from None
+        raise AnalysisError(f"{path}: unreadable experiment state: {first_line(error)}") from None
     if not analysis.trials:
         raise AnalysisError(f"{path}: the experiment has no trials yet")
     experiment = Experiment(path=path, metric=metric, mode=mode, analysis=analysis, grid=grid, settings=settings, summary=summary)
     frame = trials_table(experiment)
     if metric not in _reported_metrics(experiment) and (frame["epochs"] > 0).any():
-        raise AnalysisError(f"{path}: metric {metric!r} was never reported (known: {', '.join(METRIC_NAMES)})")
+        reported = [name for name in nsm_metrics.METRICS if name in _reported_metrics(experiment)]
+        raise AnalysisError(f"{path}: metric {metric!r} was never reported (reported: {', '.join(reported)})")
     return experiment
 
 
 def _read_settings(path: Path) -> dict[str, Any] | None:
-    if not (path / "search.json").is_file():
+    if not (path / SETTINGS_FILE).is_file():
         return None
     try:
-        from search.settings import SearchSettings
-
         return SearchSettings.load(path).to_dict()
-    except Exception:  # search's loader absent or the file unreadable: settings are optional
-        return _read_json(path / "search.json")
+    except SearchError:  # an unreadable search.json: the settings are optional here
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -216,15 +232,7 @@ def trial_history(experiment: Experiment, trial_id: str) -> pd.DataFrame:
 
     A trial restored from a checkpoint reports its resumed epoch again; the later report wins.
     """
-    frame = experiment.result(trial_id).metrics_dataframe
-    if frame is None or frame.empty:
-        return pd.DataFrame(columns=list(METRIC_NAMES))
-    frame = frame.copy()
-    if "epoch" not in frame:
-        frame["epoch"] = frame.get("training_iteration", pd.Series(range(1, len(frame) + 1)))
-    frame = frame.dropna(subset=["epoch"])
-    frame["epoch"] = frame["epoch"].astype(int)
-    return frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return epoch_history(experiment.result(trial_id).metrics_dataframe)
 
 
 def _reported_metrics(experiment: Experiment) -> set[str]:
@@ -235,96 +243,45 @@ def _reported_metrics(experiment: Experiment) -> set[str]:
     return names
 
 
-def _best_row(history: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
-    """The first epoch with the best finite value of ``metric`` (nsm keeps the first of ties)."""
-    if metric not in history:
-        return None
-    values = pd.to_numeric(history[metric], errors="coerce")
-    values = values[values.map(lambda v: math.isfinite(v))]
-    if values.empty:
-        return None
-    best = values.max() if mode == "max" else values.min()
-    return history.loc[values[values == best].index[0]]
-
-
 def trials_table(experiment: Experiment) -> pd.DataFrame:
-    """One row per trial, ranked: finished trials by their best metric value, then the others.
+    """One row per trial, ranked by :func:`search.trials.rank_trials`: ranked trials first, then the others.
 
-    Columns: rank (1 = best; empty for unranked trials), trial_id, status (Ray), outcome (nsm status
-    of the last epoch), metric (best value over epochs, named after the metric), best_epoch, epochs
+    Columns: rank (1 = best; empty for unranked trials), trial_id, status (Ray), outcome (how the trial
+    ended, search.outcome), metric (best value over epochs, named after the metric), best_epoch, epochs
     (run), time_total_s, gpus and cpus per trial, then the config keys (searched ones first).
     """
     if experiment._trials is not None:
         return experiment._trials.copy()
-    rows = []
+    rows, scores = {}, []
     configs = experiment.analysis.get_all_configs()
+    max_epochs = (experiment.settings or {}).get("max_epochs")
     for trial, result in zip(experiment.analysis.trials, experiment.grid, strict=True):
-        history = trial_history(experiment, trial.trial_id)
-        best = _best_row(history, experiment.metric, experiment.mode)
+        status = str(trial.status)
+        score = score_trial(trial.trial_id, trial_history(experiment, trial.trial_id), experiment.metric, experiment.mode, status)
+        scores.append(score)
         last = result.metrics or {}
         resources = _trial_resources(trial)
-        rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "status": str(trial.status),
-                "outcome": _outcome(experiment, str(trial.status), last),
-                "metric": float(best[experiment.metric]) if best is not None else math.nan,
-                "best_epoch": int(best["epoch"]) if best is not None else pd.NA,
-                "epochs": int(history["epoch"].max()) if not history.empty else 0,
-                "time_total_s": float(last.get("time_total_s", 0.0) or 0.0),
-                "gpus": resources.get("GPU", 0.0),
-                "cpus": resources.get("CPU", 0.0),
-                **dict(configs.get(trial.trial_id, {})),
-            }
-        )
-    frame = pd.DataFrame(rows)
-    frame["_finished"] = frame["status"].isin(FINISHED)
-    frame["_scored"] = frame["_finished"] & frame["metric"].map(math.isfinite)
-    # Stable sort keeps Ray's trial order among ties, as ResultGrid.get_best_result does.
-    ascending = experiment.mode == "min"
-    scored = frame[frame["_scored"]].sort_values("metric", ascending=ascending, kind="stable")
-    rest = frame[~frame["_scored"]]
-    frame = pd.concat([scored, rest], ignore_index=True)
-    frame.insert(0, "rank", pd.array(list(range(1, len(scored) + 1)) + [pd.NA] * len(rest), dtype="Int64"))
-    frame = frame.drop(columns=["_finished", "_scored"])
-    params = searched_params(experiment)
-    fixed = [c for c in frame.columns if c not in _TABLE_COLUMNS and c not in params]
-    frame = frame[[*_TABLE_COLUMNS, *params, *fixed]].rename(columns={"metric": experiment.metric})
+        rows[trial.trial_id] = {
+            "trial_id": trial.trial_id,
+            "status": status,
+            "outcome": outcome_of(status, last, int(max_epochs) if max_epochs else None),
+            "metric": score.value,
+            "best_epoch": score.best_epoch if score.best_epoch is not None else pd.NA,
+            "epochs": score.epochs,
+            "time_total_s": float(last.get("time_total_s", 0.0) or 0.0),
+            "gpus": resources.get("GPU", 0.0),
+            "cpus": resources.get("CPU", 0.0),
+            **dict(configs.get(trial.trial_id, {})),
+        }
+    ranked, unranked = rank_trials(scores, experiment.metric, experiment.mode)
+    frame = pd.DataFrame([rows[score.trial_id] for score in (*ranked, *unranked)])
+    frame.insert(0, "rank", pd.array(list(range(1, len(ranked) + 1)) + [pd.NA] * len(unranked), dtype="Int64"))
+    frame["best_epoch"] = frame["best_epoch"].astype("Int64")
+    keys = [key for key in experiment.searched_keys if key in frame]
+    fixed = [c for c in frame.columns if c not in _TABLE_COLUMNS and c not in keys]
+    frame = frame[[*_TABLE_COLUMNS, *keys, *fixed]].rename(columns={"metric": experiment.metric})
     experiment._trials = frame
     return frame.copy()
-
-
-def searched_params(experiment: Experiment) -> list[str]:
-    """Config keys that differ between trials, plus lr, cycle_weight and batch_size (always shown)."""
-    configs = list(experiment.analysis.get_all_configs().values())
-    keys: list[str] = []
-    for config in configs:
-        keys.extend(key for key in config if key not in keys)
-    params = [key for key in _CORE_PARAMS if key in keys]
-    for key in keys:
-        if key in params or key == "domain":
-            continue
-        values = {json.dumps(config.get(key), sort_keys=True, default=str) for config in configs}
-        if len(values) > 1:
-            params.append(key)
-    return params
-
-
-def _outcome(experiment: Experiment, status: str, last: dict[str, Any]) -> str:
-    """How a trial ended, by search's own rule (search.outcome) where the search settings are known."""
-    if status == "ERROR":
-        return "error"
-    if status not in FINISHED:
-        return "unfinished"
-    max_epochs = (experiment.settings or {}).get("max_epochs")
-    try:
-        from search.outcome import trial_outcome
-    except ImportError:
-        trial_outcome = None
-    if trial_outcome is not None and max_epochs:
-        return trial_outcome(last, int(max_epochs))
-    nsm_status = last.get("nsm_status")
-    return nsm_status if nsm_status in ("diverged", "infeasible") else "completed"
 
 
 def _trial_resources(trial: Any) -> dict[str, float]:
@@ -353,12 +310,12 @@ def best_trial_id(experiment: Experiment) -> str:
 
 
 def baseline_trial_id(experiment: Experiment) -> str | None:
-    """The trial that ran the baseline config (nsm.train.BASELINE), if the search evaluated it."""
-    from nsm.train import BASELINE
-
+    """The trial that ran the baseline config (nsm.config.baseline_values on the searched keys), if the
+    search evaluated it."""
+    baseline = baseline_values(experiment.searched_keys)
     frame = trials_table(experiment)
     for _, row in frame.iterrows():
-        if all(key in row and _close(row[key], value) for key, value in BASELINE.items()):
+        if all(key in row and _close(row[key], value) for key, value in baseline.items()):
             return str(row["trial_id"])
     return None
 
@@ -384,7 +341,7 @@ def best_checkpoint(experiment: Experiment, trial_id: str | None = None) -> Best
     """
     trial_id = trial_id or best_trial_id(experiment)
     history = trial_history(experiment, trial_id)
-    best = _best_row(history, experiment.metric, experiment.mode)
+    best = best_epoch(history, experiment.metric, experiment.mode)
     if best is None:
         raise AnalysisError(f"trial {trial_id}: no epoch with a finite {experiment.metric}")
     epoch, value = int(best["epoch"]), float(best[experiment.metric])
@@ -416,7 +373,7 @@ def best_checkpoint(experiment: Experiment, trial_id: str | None = None) -> Best
 
 
 def _load(checkpoint: Any, trial_id: str) -> tuple[dict[str, Any], str]:
-    from nsm.train import load_checkpoint
+    from nsm.checkpoint import load_checkpoint
 
     try:
         with checkpoint.as_directory() as directory:
@@ -425,7 +382,7 @@ def _load(checkpoint: Any, trial_id: str) -> tuple[dict[str, Any], str]:
     except ConfigError as error:
         raise AnalysisError(f"trial {trial_id}: {error}") from None
     except (OSError, FileNotFoundError) as error:
-        raise AnalysisError(f"trial {trial_id}: checkpoint {checkpoint.path} unreadable: {_first_line(error)}") from None
+        raise AnalysisError(f"trial {trial_id}: checkpoint {checkpoint.path} unreadable: {first_line(error)}") from None
 
 
 def trial_run_file(experiment: Experiment, trial_id: str, name: str) -> dict[str, Any] | list[Any] | None:
@@ -435,8 +392,3 @@ def trial_run_file(experiment: Experiment, trial_id: str, name: str) -> dict[str
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

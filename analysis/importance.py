@@ -1,7 +1,8 @@
 """Hyperparameter importance from the persisted Optuna study: ``python analysis/importance.py results/<experiment>``.
 
 Opens ``<experiment>/study.journal`` with ``search.study.load_study`` and computes the importance of
-every searched parameter with ``optuna.importance.get_param_importances`` (fANOVA by default,
+every searched key (those ``search.json`` records, else every parameter of the study) with
+``optuna.importance.get_param_importances`` (fANOVA by default,
 normalised to sum to 1) over the study's COMPLETE trials (trials ASHA stopped early are PRUNED in
 the study and not counted). Writes ``<experiment>/analysis/importance/``: ``importance.json`` and
 Optuna's matplotlib plots ``optimization_history.png``, ``parallel_coordinate.png``, ``slice.png``
@@ -28,6 +29,10 @@ if __package__ in (None, ""):
 
 from analysis import _cli, _io
 from analysis.errors import AnalysisError
+from nsm.errors import first_line
+from search.errors import SearchError
+from search.settings import SearchSettings
+from search.study import load_study
 
 IMPORTANCE_DIR = "importance"
 EVALUATORS = ("fanova", "ped-anova", "mdi")
@@ -35,21 +40,17 @@ PLOTS = ("optimization_history", "parallel_coordinate", "slice", "param_importan
 MIN_COMPLETE_TRIALS = 2
 
 
-def load_study(experiment_dir: str | Path) -> Any:
+def open_study(experiment_dir: str | Path) -> Any:
     """The experiment's Optuna study (``search.study.load_study``); AnalysisError when there is none."""
-    from search.errors import SearchError
-    from search.study import load_study as search_load_study
-
     experiment_dir = Path(experiment_dir)
     if not experiment_dir.is_dir():
         raise AnalysisError(f"{experiment_dir}: no such experiment directory")
     try:
-        return search_load_study(experiment_dir)
+        return load_study(experiment_dir)
     except SearchError as error:
         raise AnalysisError(str(error)) from None
     except Exception as error:  # a corrupt journal, or a study of another name
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AnalysisError(f"{experiment_dir}: cannot open the Optuna study: {text}") from None
+        raise AnalysisError(f"{experiment_dir}: cannot open the Optuna study: {first_line(error)}") from None
 
 
 def make_evaluator(name: str = "fanova", seed: int = 0) -> tuple[Any, str]:
@@ -67,18 +68,20 @@ def make_evaluator(name: str = "fanova", seed: int = 0) -> tuple[Any, str]:
     return PedAnovaImportanceEvaluator(), name
 
 
-def searched_params(study: Any) -> list[str]:
-    """Parameters of the study's complete trials (the searched ones; fixed keys never reach Optuna)."""
+def study_params(study: Any, searched_keys: list[str] | None = None) -> list[str]:
+    """The parameters to analyse: the searched keys (in the space's order) that the study's complete
+    trials hold, or, without a record of the searched keys, every parameter of those trials (fixed keys
+    never reach Optuna)."""
     from optuna.trial import TrialState
 
     names: list[str] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         names.extend(name for name in trial.distributions if name not in names)
-    return names
+    return names if searched_keys is None else [key for key in searched_keys if key in names]
 
 
-def param_importances(study: Any, evaluator: str = "fanova", seed: int = 0) -> dict[str, Any]:
-    """Normalised importances (sum 1) of the searched parameters, with the evaluator used and the trial counts."""
+def param_importances(study: Any, evaluator: str = "fanova", seed: int = 0, searched_keys: list[str] | None = None) -> dict[str, Any]:
+    """Normalised importances (sum 1) of the searched keys, with the evaluator used and the trial counts."""
     import optuna
     from optuna.trial import TrialState
 
@@ -91,7 +94,7 @@ def param_importances(study: Any, evaluator: str = "fanova", seed: int = 0) -> d
             f"(has {summary or 'no trials'})"
         )
     instance, used = make_evaluator(evaluator, seed)
-    params = searched_params(study)
+    params = study_params(study, searched_keys)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = optuna.importance.get_param_importances(study, evaluator=instance, params=params)
@@ -109,13 +112,14 @@ def param_importances(study: Any, evaluator: str = "fanova", seed: int = 0) -> d
     }
 
 
-def importance_plots(study: Any, evaluator: str = "fanova", seed: int = 0, target_name: str = "val_acc") -> dict[str, Any]:
+def importance_plots(study: Any, evaluator: str = "fanova", seed: int = 0, target_name: str = "val_acc",
+                     searched_keys: list[str] | None = None) -> dict[str, Any]:
     """Optuna's matplotlib plots as figures: optimisation history, parallel coordinates, slice, importance."""
     import numpy as np
     from optuna.visualization import matplotlib as optuna_plots
 
     instance, _ = make_evaluator(evaluator, seed)
-    params = searched_params(study)
+    params = study_params(study, searched_keys)
     figures = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the plots are marked experimental
@@ -141,12 +145,13 @@ def analyse_importance(
     import matplotlib.pyplot as plt
 
     experiment_dir = Path(experiment_dir).expanduser().resolve()
-    study = load_study(experiment_dir)
-    result = param_importances(study, evaluator, seed)
-    target_name = target_name or _search_metric(experiment_dir)
+    study = open_study(experiment_dir)
+    settings = _search_settings(experiment_dir)
+    result = param_importances(study, evaluator, seed, settings.searched_keys)
+    target_name = target_name or settings.metric
     directory = Path(out_dir) if out_dir is not None else experiment_dir / "analysis" / IMPORTANCE_DIR
     result["figures"] = {}
-    for name, figure in importance_plots(study, evaluator, seed, target_name).items():
+    for name, figure in importance_plots(study, evaluator, seed, target_name, settings.searched_keys).items():
         result["figures"][name] = str(_io.save_figure(directory / f"{name}.png", figure))
         plt.close(figure)
     _io.write_json(directory / "importance.json", result)
@@ -154,13 +159,12 @@ def analyse_importance(
     return result
 
 
-def _search_metric(experiment_dir: Path) -> str:
-    import json
-
+def _search_settings(experiment_dir: Path) -> SearchSettings:
+    """The search's settings (its metric, its searched keys); the defaults when search.json is missing or unreadable."""
     try:
-        return str(json.loads((experiment_dir / "search.json").read_text()).get("metric") or "val_acc")
-    except (OSError, ValueError, AttributeError):
-        return "val_acc"
+        return SearchSettings.load(experiment_dir)
+    except SearchError:
+        return SearchSettings()
 
 
 def format_importance(result: dict[str, Any]) -> str:

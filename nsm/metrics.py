@@ -132,14 +132,16 @@ def get(name: str) -> Metric:
     return METRICS[name]
 
 
+def epoch_metrics(task: str | None = None) -> tuple[str, ...]:
+    """Metrics reported every epoch by ``task``, or by any task, in report order."""
+    tasks = [TASKS[task]] if task is not None else list(TASKS.values())
+    return tuple(dict.fromkeys(name for entry in tasks for name in entry.epoch_metrics))
+
+
 def ranking_metrics(task: str | None = None) -> tuple[str, ...]:
     """Metrics a search can rank and prune on: those reported every epoch (by ``task``, or by any
     task) that have a direction."""
-    tasks = [TASKS[task]] if task is not None else list(TASKS.values())
-    names: list[str] = []
-    for entry in tasks:
-        names.extend(name for name in entry.epoch_metrics if METRICS[name].rankable and name not in names)
-    return tuple(names)
+    return tuple(name for name in epoch_metrics(task) if METRICS[name].rankable)
 
 
 def ranking_metric(name: str, task: str | None = None) -> Metric:

@@ -80,7 +80,7 @@ def write_summary(summary: dict[str, Any], experiment_dir: str | Path) -> Path:
 
 def format_report(summary: dict[str, Any]) -> str:
     """The ranked table (top 10), the baseline row, the best config and the best checkpoint."""
-    metric, keys = summary["metric"], _keys(summary)
+    metric, keys = summary["metric"], summary["searched_keys"]
     header = (f"{'rank':>4}  {'trial':<14} {_key_columns(keys, {key: key for key in keys})} "
               f"{'best ' + metric:>14} {'epochs':>6}  status")
     lines = [f"{summary['experiment']}: {summary['domain']}, {summary['num_trials']} trials "
@@ -108,7 +108,7 @@ def format_report(summary: dict[str, Any]) -> str:
 
 def format_cross_domain(summaries: list[dict[str, Any]]) -> str:
     """One line per domain of ``--domain all``, with the searched keys of any of them."""
-    keys = list(dict.fromkeys(key for summary in summaries for key in _keys(summary)))
+    keys = list(dict.fromkeys(key for summary in summaries for key in summary["searched_keys"]))
     lines = ["cross-domain summary",
              f"{'domain':<9} {'best':>8} {'baseline':>9} {'gain':>8}  {_key_columns(keys, {key: key for key in keys})}  experiment"]
     for summary in summaries:
@@ -143,11 +143,6 @@ def _row(result: tune.Result, settings: SearchSettings, statuses: dict[str, str]
         "trial_dir": _with_scheme(result.path, settings),
     }
     return row, result, score
-
-
-def _keys(summary: dict[str, Any]) -> list[str]:
-    """The searched keys of a summary (a summary written before they were recorded: the research three)."""
-    return summary.get("searched_keys") or ["lr", "cycle_weight", "batch_size"]
 
 
 def _key_columns(keys: list[str], cells: dict[str, str]) -> str:

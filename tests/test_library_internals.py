@@ -1,0 +1,99 @@
+"""The private parts of Ray, Optuna and W&B that the project relies on still exist.
+
+Checked with ray 2.60.0, optuna 5.0.0 and wandb 0.31.0; ``pyproject.toml`` caps ray below 3 and
+optuna below 6. An upgrade that removes or renames one of these fails here, naming the attribute and
+the module that uses it, instead of failing inside a search.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import optuna
+import pytest
+import ray.air.integrations.wandb as ray_wandb
+import wandb
+from optuna.storages.journal import JournalFileBackend
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+CHECKED_WITH = {"ray": "2.60.0", "optuna": "5.0.0", "wandb": "0.31.0"}
+
+
+def check_internals(owner: Any, attributes: Iterable[str], used_in: str) -> None:
+    """Fail, naming every missing attribute of ``owner`` and where the project uses it."""
+    missing = [name for name in attributes if not hasattr(owner, name)]
+    if missing:
+        label = getattr(owner, "__name__", type(owner).__name__)
+        raise AssertionError(
+            f"{label} lacks {', '.join(missing)} (used in {used_in}; checked with "
+            f"{', '.join(f'{k} {v}' for k, v in CHECKED_WITH.items())})"
+        )
+
+
+def test_the_guard_fails_on_a_missing_attribute():
+    class StandIn:  # an OptunaSearch of a future version that renamed one attribute
+        def __init__(self):
+            self._ot_study = object()
+            self._ot_trials_by_id = {}
+
+    check_internals(StandIn(), ["_ot_study"], "search/study.py")
+    with pytest.raises(AssertionError, match=r"StandIn lacks _ot_trials \(used in search/study.py; checked with ray 2.60.0"):
+        check_internals(StandIn(), ["_ot_study", "_ot_trials"], "search/study.py")
+
+
+def test_the_installed_versions_are_within_the_caps():
+    import ray
+
+    assert int(ray.__version__.split(".")[0]) < 3
+    assert int(optuna.__version__.split(".")[0]) < 6
+
+
+def test_optuna_search_internals(tmp_path):
+    # search/study.py (PruneAwareOptunaSearch) reads and replaces these on every result and on restore.
+    searcher = OptunaSearch(space={"x": tune.uniform(0.0, 1.0)}, metric="val_acc", mode="max",
+                            points_to_evaluate=[{"x": 0.5}])
+    check_internals(searcher, ["_ot_trials", "_ot_study", "_completed_trials", "_points_to_evaluate", "_storage",
+                               "_study_name", "_sampler", "_metric", "_mode"], "search/study.py")
+    searcher.suggest("trial-1")
+    trial = searcher._ot_trials["trial-1"]
+    check_internals(trial, ["_trial_id"], "search/study.py (PruneAwareOptunaSearch.restore)")
+    # restore() rebinds each trial to a reopened study with optuna.Trial(study, trial_id).
+    assert list(inspect.signature(optuna.Trial.__init__).parameters)[1:3] == ["study", "trial_id"]
+    rebound = optuna.Trial(searcher._ot_study, trial._trial_id)
+    assert rebound.number == trial.number
+    frozen = searcher._ot_study.get_trials(deepcopy=False)[0]
+    check_internals(frozen, ["_trial_id"], "search/study.py (PruneAwareOptunaSearch.restore)")
+
+
+def test_optuna_journal_internals(tmp_path):
+    # search/study.py (SnapshotDurableJournalBackend) appends with Optuna's own lock, less the fsync.
+    from optuna.storages.journal import _file
+
+    check_internals(_file, ["get_lock_file"], "search/study.py")
+    backend = JournalFileBackend(str(tmp_path / "study.journal"))
+    check_internals(backend, ["_lock", "_file_path"], "search/study.py")
+    with _file.get_lock_file(backend._lock):
+        assert backend._file_path == str(tmp_path / "study.journal")
+
+
+def test_ray_wandb_internals(tmp_path, monkeypatch):
+    # search/wandb_logging.py subclasses the logging actor and the callback.
+    check_internals(ray_wandb, ["_WandbLoggingActor", "WANDB_PROCESS_RUN_INFO_HOOK", "_run_wandb_process_run_info_hook"],
+                    "search/wandb_logging.py")
+    assert "_run_wandb_process_run_info_hook" in inspect.getsource(ray_wandb._WandbLoggingActor.run)
+    monkeypatch.chdir(tmp_path)  # the actor changes into its log directory
+    actor = ray_wandb._WandbLoggingActor(logdir=os.getcwd(), queue=None, exclude=[], to_config=[])
+    check_internals(actor, ["_wandb", "run"], "search/wandb_logging.py (_FlushingWandbLoggingActor.run)")
+    check_internals(ray_wandb.WandbLoggerCallback, ["_logger_actor_cls", "_signal_logging_actor_stop"],
+                    "search/wandb_logging.py")
+    callback = ray_wandb.WandbLoggerCallback(project="internals", mode="offline")
+    check_internals(callback, ["_trial_logging_futures"], "search/wandb_logging.py (on_experiment_end)")
+
+
+def test_wandb_settings_internals():
+    # analysis/_wandb.py turns off the system-metrics sampler of the summary run.
+    assert "x_disable_stats" in wandb.Settings.model_fields, "wandb.Settings lacks x_disable_stats (analysis/_wandb.py)"
