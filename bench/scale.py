@@ -42,8 +42,9 @@ import psutil  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from nsm import metrics as nsm_metrics  # noqa: E402
+from nsm.config import BASELINE  # noqa: E402
 from search.outcome import STATUS_KEY  # noqa: E402
-from nsm.train import BASELINE  # noqa: E402
 from search.preflight import asha_grace_period  # noqa: E402
 from search.settings import SearchSettings  # noqa: E402
 from search.tuner import build_tuner  # noqa: E402
@@ -116,9 +117,9 @@ def _settings(args: argparse.Namespace, storage: str, slots: int) -> SearchSetti
     return SearchSettings(
         domain="planning", name="scale", storage_path=storage, space=str(DEFAULT_SPACE),
         num_samples=args.num_trials, max_epochs=args.epochs, scheduler="asha", searcher="tpe",
-        metric="val_acc", mode="max", cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=slots, seed=0, wandb="disabled", wandb_project="nsm-search",
-        grace_period=asha_grace_period(args.epochs),
+        metric="val_acc", mode=nsm_metrics.mode("val_acc"), cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=slots, seed=0, wandb="disabled",
+        grace_period=asha_grace_period(args.epochs), searched_keys=list(BASELINE),
     )
 
 

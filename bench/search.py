@@ -31,6 +31,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import ray  # noqa: E402
 import torch  # noqa: E402
 
+from nsm import metrics as nsm_metrics  # noqa: E402
 from nsm.train import TrainConfig, train  # noqa: E402
 from search.run import main as search_main  # noqa: E402
 
@@ -125,13 +126,13 @@ def efficiency(args: argparse.Namespace, workdir: Path) -> None:
                 assert code == 0, code
                 summary = json.loads((workdir / "eff" / name / "summary.json").read_text())
                 epochs = sum(row["epochs"] for row in summary["trials"])
-                rows.append((seed, label, epochs, summary["best"]["val_acc"]))
+                rows.append((seed, label, epochs, summary["best"][summary["metric"]]))
     finally:
         ray.shutdown()
     print(f"efficiency: {args.num_samples} samples x {args.max_epochs} epochs, {args.domain}, num_graphs {args.num_graphs}")
     print(f"  {'seed':>4}  {'search':<9} {'epochs':>6}  {'best val_acc':>12}")
     for seed, label, epochs, best in rows:
-        print(f"  {seed:>4}  {label:<9} {epochs:>6}  {best:>12.4f}")
+        print(f"  {seed:>4}  {label:<9} {epochs:>6}  {nsm_metrics.format_value('val_acc', best):>12}")
     for seed in args.seeds:
         (_, _, e_asha, b_asha), (_, _, e_rand, b_rand) = [row for row in rows if row[0] == seed]
         print(f"  seed {seed}: epochs ratio {e_asha / e_rand:.2f}, best val_acc difference {100 * (b_asha - b_rand):+.1f} points")

@@ -23,7 +23,8 @@ import torch
 
 from nsm.data import DOMAINS, load_domain
 from nsm.data.shortcut import count_features
-from nsm.train import BASELINE, TrainConfig, train
+from nsm.config import BASELINE, TrainConfig
+from nsm.train import train
 
 RESEARCH_CODE_GRAPHS_PER_S = 222.0
 TUNED = {"lr": 3e-3, "cycle_weight": 0.01, "batch_size": 32}
