@@ -11,7 +11,7 @@ from nsm.domains import DOMAIN_TASKS, DOMAINS, task_of
 
 
 def test_metric_names_are_the_graph_classification_epoch_metrics():
-    assert nsm.METRIC_NAMES == metrics.TASKS[metrics.GRAPH_CLASSIFICATION].epoch_metrics
+    assert nsm.METRIC_NAMES is metrics.TASKS[metrics.GRAPH_CLASSIFICATION].epoch_metrics
     assert set(nsm.METRIC_NAMES) <= set(metrics.METRICS)
     assert all(task_of(domain).epoch_metrics == nsm.METRIC_NAMES for domain in DOMAINS)
     assert set(DOMAIN_TASKS) == set(DOMAINS) and set(DOMAIN_TASKS.values()) <= set(metrics.TASKS)
