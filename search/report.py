@@ -15,7 +15,7 @@ from ray import tune
 from nsm import metrics as nsm_metrics
 from nsm.files import write_json
 from search import storage
-from search.outcome import outcome_of
+from search.outcome import UNFINISHED, outcome_of
 from search.settings import SearchSettings
 from search.trainable import CHECKPOINT_FILE
 from search.trials import epoch_history, rank_trials, score_trial, varied_keys
@@ -87,7 +87,8 @@ def format_report(summary: dict[str, Any]) -> str:
              f"({summary['searcher']}, scheduler {summary['scheduler']}), ranked by {metric} ({summary['mode']})",
              header]
     for rank, row in enumerate(summary["trials"][:TABLE_ROWS], start=1):
-        lines.append(f"{rank:>4}  {_format_row(row, metric, keys)}")
+        ranked = row["status"] != UNFINISHED and _finite(row[metric])  # rank_trials' rule; unranked rows come last
+        lines.append(f"{rank if ranked else '-':>4}  {_format_row(row, metric, keys)}")
     if len(summary["trials"]) > TABLE_ROWS:
         lines.append(f"      ... {len(summary['trials']) - TABLE_ROWS} more in summary.json")
     baseline = summary["baseline"]
