@@ -17,7 +17,8 @@ PRUNED = "pruned"  # stopped before the budget by the scheduler (ASHA) or the ti
 DIVERGED = "diverged"  # loss became NaN/inf; nsm stopped the run
 INFEASIBLE = "infeasible"  # CUDA out of memory: this config does not fit the trial's GPU share
 ERROR = "error"  # the trial raised (after FailureConfig's retries)
-UNFINISHED = "unfinished"  # still pending or running when the search was interrupted
+UNFINISHED = "unfinished"  # stopped mid-run by an interruption or the time budget; resumable
+NOT_STARTED = "not_started"  # never ran an epoch (the search stopped first)
 
 FAILED_OUTCOMES = (DIVERGED, INFEASIBLE, ERROR)
 
@@ -27,7 +28,7 @@ def trial_outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: 
     if errored:
         return ERROR
     if not last_result:
-        return PRUNED  # ended before its first epoch (e.g. the time budget ran out)
+        return NOT_STARTED
     status = last_result.get(STATUS_KEY)
     if status in (DIVERGED, INFEASIBLE):
         return status

@@ -14,7 +14,7 @@ from typing import Any
 from ray import tune
 
 from search import storage
-from search.outcome import ERROR, UNFINISHED, trial_outcome
+from search.outcome import ERROR, NOT_STARTED, UNFINISHED, trial_outcome
 from search.settings import SearchSettings
 from search.trainable import CHECKPOINT_FILE
 
@@ -133,6 +133,8 @@ def _row(result: tune.Result, settings: SearchSettings, statuses: dict[str, str]
     status = statuses.get(trial_id, "TERMINATED")
     if status == "ERROR":
         outcome = ERROR
+    elif epochs == 0 and not _finite(best_value):
+        outcome = NOT_STARTED
     elif status != "TERMINATED":
         outcome = UNFINISHED
     else:
