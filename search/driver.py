@@ -23,9 +23,9 @@ from nsm import metrics as nsm_metrics
 from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
 from nsm.domains import DOMAINS, task_of
 from nsm.errors import ConfigError, first_line
-from search import preflight, report, storage
+from search import driver_lock, preflight, report, stopping, storage
 from search.errors import SearchError
-from search.outcome import TERMINAL_STATUSES
+from search.outcome import NOT_STARTED, TERMINAL_STATUSES, UNFINISHED
 from search.settings import SETTINGS_FILE, SearchSettings
 from search.study import STUDY_FILE
 from search.tuner import WANDB_DIR, build_tuner, resolve_wandb_mode, restore_tuner
@@ -45,6 +45,7 @@ class _ExperimentPlan:
     param_space: dict[str, Any] | None = None
     points_to_evaluate: list[dict[str, Any]] | None = None
     max_epochs_from_space: int | None = None
+    new_time_budget_s: float | None = None  # --resume NAME --time-budget-s S: a fresh allowance
 
 
 def run_experiments(request: SearchSettings, callbacks: list[Any] | None = None) -> int:
@@ -70,14 +71,16 @@ def run_experiments(request: SearchSettings, callbacks: list[Any] | None = None)
         summaries = []
         for index, settings in enumerate(settings_list):
             try:
-                summary, interrupted = _run_experiment(settings, plans[index], callbacks or [])
+                summary, ending = _run_experiment(settings, plans[index], callbacks or [])
             except KeyboardInterrupt:  # outside Tuner.fit, which handles Ctrl-C itself
                 if not settings.experiment_dir.exists():
                     raise
-                summary, interrupted = None, True
+                summary, ending = None, stopping.INTERRUPTED
             if summary is not None:
                 summaries.append(summary)
-            if interrupted:
+            if ending == stopping.BUDGET_SPENT:
+                _print_budget_spent(settings, summary)
+            if ending == stopping.INTERRUPTED:
                 print(f"\nsearch interrupted; resume it with:\n  {settings.resume_command()}")
                 remaining = [s.domain for s in settings_list[index + 1:]]
                 if remaining:
@@ -117,7 +120,9 @@ def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
             name = f"{domain}-{stamp}"
         else:
             name = request.name if len(domains) == 1 else f"{request.name}-{domain}"
-        if storage.exists(storage.experiment_location(storage_path, name)):
+        location = storage.experiment_location(storage_path, name)
+        if storage.exists(location):
+            driver_lock.check_free(location, name, wait_s=0)  # a running driver is named, not "already exists"
             raise SearchError(f"experiment {name!r} already exists in {storage_path} (continue it with --resume {name}, or pick another --name)")
         _check_metric(request.metric, domain)
         space = load_space(request.space, domain)
@@ -144,6 +149,7 @@ def _plan_resume(request: SearchSettings, storage_path: str) -> _ExperimentPlan:
     location = storage.experiment_location(storage_path, request.resume)
     if not storage.exists(location):
         raise SearchError(f"--resume {request.resume}: no experiment of that name in {storage_path}")
+    driver_lock.check_free(location, request.resume)
     if not storage.is_file(location, SETTINGS_FILE):
         raise SearchError(f"--resume {request.resume}: {location} is not a search (no {SETTINGS_FILE})")
     from ray.tune import Tuner
@@ -153,7 +159,9 @@ def _plan_resume(request: SearchSettings, storage_path: str) -> _ExperimentPlan:
     settings = SearchSettings.load(location)
     # The experiment may have been moved or its storage path spelled differently: trust where it is now.
     settings = replace(settings, storage_path=storage_path, name=request.resume)
-    return _ExperimentPlan(settings=settings, domain=settings.domain, name=settings.name)
+    if request.time_budget_s is not None:
+        settings = replace(settings, time_budget_s=request.time_budget_s)
+    return _ExperimentPlan(settings=settings, domain=settings.domain, name=settings.name, new_time_budget_s=request.time_budget_s)
 
 
 def _absolute_storage_path(storage_path: str) -> str:
@@ -285,27 +293,39 @@ def _print_budget(settings: SearchSettings, resources: preflight.ClusterResource
 # One experiment
 
 
-def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: list[Any]) -> tuple[dict[str, Any], bool]:
+def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: list[Any]) -> tuple[dict[str, Any], str | None]:
+    """Run one experiment under its driver lock; returns its summary and how it ended early (or None)."""
     resumed = plan.param_space is None
     wandb_mode = resolve_wandb_mode(settings.wandb)
     print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
+    lock = driver_lock.ExperimentLock(settings.experiment_path, settings.name)
     if resumed:
+        note = lock.acquire()  # before the first write: a second driver changes nothing
+    else:
+        note = _create_experiment(settings, lock)
+    if note:
+        print(note)
+    with lock:
+        return _fit_and_report(settings, plan, callbacks, wandb_mode)
+
+
+def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: list[Any], wandb_mode: str) -> tuple[dict[str, Any], str | None]:
+    if plan.param_space is None:
         if settings.remote:
             # The location holds the truth: Ray's snapshots there were taken together with its journal.
             storage.reset_mirror(settings.experiment_dir)
             storage.pull(settings.experiment_path, settings.experiment_dir, [STUDY_FILE])
+        if plan.new_time_budget_s is not None:
+            stopping.set_time_budget(settings.name, plan.new_time_budget_s)  # the stored one may be spent
         tuner = restore_tuner(settings)
     else:
-        _create_experiment(settings)
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
-    started = time.monotonic()
     try:
         with _wandb_environment(wandb_mode), _sigterm_stops_like_ctrl_c():
             results = tuner.fit()
     finally:
         # Tuner.fit returns on Ctrl-C; this also covers an exception escaping it.
         _push_driver_files(settings, [STUDY_FILE, WANDB_DIR])
-    elapsed = time.monotonic() - started
 
     statuses = report.trial_statuses(settings.experiment_path)
     summary = report.summarize(results, settings, _baseline_point(settings, plan), statuses)
@@ -313,25 +333,42 @@ def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     _push_driver_files(settings, [report.SUMMARY_FILE])
     print()
     print(report.format_report(summary))
+    if stopping.stop_reason(settings.name) == stopping.BUDGET_SPENT:
+        return summary, stopping.BUDGET_SPENT
     unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
-    budget_spent = settings.time_budget_s is not None and elapsed >= 0.99 * settings.time_budget_s
-    interrupted = unfinished or (len(statuses) < settings.num_samples and not budget_spent)
-    return summary, interrupted
+    interrupted = unfinished or len(statuses) < settings.num_samples
+    return summary, stopping.INTERRUPTED if interrupted else None
 
 
-def _create_experiment(settings: SearchSettings) -> None:
-    """The experiment directory (or a URI experiment's mirror) with its settings saved in it."""
-    if not settings.remote:
-        settings.experiment_dir.mkdir(parents=True, exist_ok=False)
-        settings.save()
+def _print_budget_spent(settings: SearchSettings, summary: dict[str, Any] | None) -> None:
+    rows = (summary or {}).get("trials", [])
+    unfinished = sum(row["status"] == UNFINISHED for row in rows)
+    not_started = sum(row["status"] == NOT_STARTED for row in rows) + max(0, settings.num_samples - len(rows))
+    if not unfinished and not not_started:
         return
+    budget = settings.time_budget_s or 0
+    print(f"\ntime budget of {budget:g} s spent: {unfinished} trials unfinished, {not_started} not started; "
+          f"continue them with a new budget:\n  {settings.resume_command()} --time-budget-s {budget:g}")
+
+
+def _create_experiment(settings: SearchSettings, lock: driver_lock.ExperimentLock) -> str | None:
+    """The experiment directory (or a URI experiment's mirror) with its settings saved in it, locked
+    before anything is written to it; returns the lock's note."""
+    if not settings.remote:
+        settings.experiment_dir.mkdir(parents=True, exist_ok=False)  # of two new drivers, one fails here
+        note = lock.acquire()
+        settings.save()
+        return note
+    note = lock.acquire()
     storage.reset_mirror(settings.experiment_dir)
     settings.save()
     try:  # before any trial: a location the driver cannot write fails the search here
         storage.push(settings.experiment_dir, settings.experiment_path, [SETTINGS_FILE])
     except SearchError:
         shutil.rmtree(settings.experiment_dir, ignore_errors=True)
+        lock.release()
         raise
+    return note
 
 
 def _push_driver_files(settings: SearchSettings, names: list[str]) -> None:

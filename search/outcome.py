@@ -13,11 +13,12 @@ STATUS_KEY = "nsm_status"
 """Result key the trainable adds to nsm's metrics."""
 
 COMPLETED = "completed"  # ran the full epoch budget
-PRUNED = "pruned"  # stopped before the budget by the scheduler (ASHA) or the time budget
+PRUNED = "pruned"  # stopped before the budget by the scheduler (ASHA)
 DIVERGED = "diverged"  # loss became NaN/inf; nsm stopped the run
 INFEASIBLE = "infeasible"  # CUDA out of memory: this config does not fit the trial's GPU share
 ERROR = "error"  # the trial raised (after FailureConfig's retries)
-UNFINISHED = "unfinished"  # still pending or running when the search was interrupted
+UNFINISHED = "unfinished"  # stopped mid-run by an interruption or the time budget; resumable
+NOT_STARTED = "not_started"  # never ran an epoch (the search stopped first)
 
 FAILED_OUTCOMES = (DIVERGED, INFEASIBLE, ERROR)
 
@@ -32,7 +33,7 @@ def trial_outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: 
     if errored:
         return ERROR
     if not last_result:
-        return PRUNED  # ended before its first epoch (e.g. the time budget ran out)
+        return NOT_STARTED
     status = last_result.get(STATUS_KEY)
     if status in (DIVERGED, INFEASIBLE):
         return status
@@ -51,7 +52,7 @@ def outcome_of(ray_status: str, last_result: dict[str, Any] | None, max_epochs: 
     if ray_status == "ERROR":
         return ERROR
     if ray_status not in TERMINAL_STATUSES:
-        return UNFINISHED
+        return UNFINISHED if (last_result or {}).get("epoch") is not None else NOT_STARTED
     if max_epochs is None:
         status = (last_result or {}).get(STATUS_KEY)
         return status if status in (DIVERGED, INFEASIBLE) else COMPLETED

@@ -99,6 +99,33 @@ def read_text(location: str, name: str) -> str:
             return stream.readall().decode()
 
 
+def write_text(location: str, name: str, text: str) -> None:
+    """Write (or replace) the file ``name`` at ``location``; a local file is replaced atomically."""
+    if not is_uri(location):
+        path = Path(location) / name
+        staged = path.with_name(f".{name}.tmp")
+        staged.write_text(text)
+        staged.replace(path)
+        return
+    with _one_line_errors(location):
+        filesystem, path = _resolve(experiment_location(location, name))
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(text.encode())
+
+
+def delete(location: str, name: str) -> None:
+    """Remove the file ``name`` at ``location`` if it exists."""
+    if not is_uri(location):
+        (Path(location) / name).unlink(missing_ok=True)
+        return
+    import pyarrow.fs
+
+    with _one_line_errors(location):
+        filesystem, path = _resolve(experiment_location(location, name))
+        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.File:
+            filesystem.delete_file(path)
+
+
 def reset_mirror(mirror: Path) -> None:
     """An empty mirror directory: what an earlier run left there is older than the experiment's location."""
     shutil.rmtree(mirror, ignore_errors=True)

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     - Each epoch's metric is reported as an intermediate value at step = epoch (the trial's own
       counter, which survives checkpoint restores, unlike Ray's training_iteration).
-    - A trial that stopped before ``max_epochs`` (ASHA, time budget) is told PRUNED; Optuna then
+    - A trial that stopped before ``max_epochs`` (ASHA) is told PRUNED; Optuna then
       keeps its last intermediate value, which TPE ranks among pruned trials only.
     - Diverged, out-of-memory and errored trials are told FAIL; full runs COMPLETE with the best
       value over their epochs (the value the report ranks on).
@@ -195,10 +194,10 @@ class PruneAwareOptunaSearch(OptunaSearch):
         best = self._best_values.get(trial_id)
         if best is None or nsm_metrics.is_better(value, best, self._mode):
             self._best_values[trial_id] = value
-        with warnings.catch_warnings():
-            # A restored trial re-reports the epoch it resumed at; Optuna keeps the first value.
-            warnings.simplefilter("ignore")
-            self._ot_trials[trial_id].report(value, step=int(epoch))
+        # Through the storage rather than Trial.report, which ignores a step it already holds: a
+        # trial restarted from a checkpoint runs the epochs after it again, and the re-run replaces
+        # the earlier value (the same one, on CPU, where a resumed run is exact).
+        self._storage.set_trial_intermediate_value(self._ot_trials[trial_id]._trial_id, int(epoch), value)
 
     # -- persistence ------------------------------------------------------------------------------
 

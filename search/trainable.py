@@ -105,7 +105,9 @@ def run_trial(
         # Retrying cannot help: the config does not fit this trial's share of the GPU.
         logger.warning("trial is infeasible, CUDA out of memory: %s", first_line(error))
         metrics = {name: math.nan for name in METRIC_NAMES}
-        metrics.update(epoch=last_epoch, **{STATUS_KEY: INFEASIBLE, NODE_KEY: node_id})
+        # The epoch that failed, not the last one that finished: a result for an epoch already
+        # recorded would replace that epoch's record (search.result_loggers).
+        metrics.update(epoch=last_epoch + 1, **{STATUS_KEY: INFEASIBLE, NODE_KEY: node_id})
         report(metrics, None)
         results = None
     finally:

@@ -8,24 +8,29 @@
 - Checkpoints: every epoch, ``num_to_keep=2`` ranked by the metric (Ray always keeps the latest as
   well, which is what a restarted trial resumes from). ``FailureConfig`` retries a crashed trial
   from its last checkpoint.
-- Loggers: Ray's JSON and CSV result files (not TensorBoard; see _configure_ray_tune).
+- Loggers: Ray's JSON and CSV result files, one record per epoch (:mod:`search.result_loggers`; not
+  TensorBoard, see _configure_ray_tune).
+- Stopping: Ctrl-C, SIGTERM and the time budget end the search resumably, once no checkpoint is in
+  flight (:mod:`search.stopping`).
 - W&B: Ray's ``WandbLoggerCallback`` (flushing each run before its actor ends); group = experiment,
   tags = domain and searcher.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
+from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallback
 from search.settings import SearchSettings
+from search.stopping import GracefulStop
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
 
@@ -67,10 +72,12 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=settings.metric,
             mode=settings.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
+            search_alg=RelocatableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)),
             scheduler=_scheduler(settings),
             num_samples=settings.num_samples,
-            time_budget_s=settings.time_budget_s,
+            # The time budget is GracefulStop's (see _callbacks): Ray's own stopper terminates
+            # pending trials, which a later --resume could then never start.
+            time_budget_s=None,
             trial_dirname_creator=trial_dirname,
             # A new trial reuses a finished trial's worker: no second torch import and data load.
             reuse_actors=True,
@@ -95,12 +102,41 @@ def restore_tuner(settings: SearchSettings) -> tune.Tuner:
     """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
     _configure_ray_tune()
     relocate_journal(settings.name, settings.experiment_dir / STUDY_FILE)
+    _relocated_storage[settings.name] = settings.storage_path
     return tune.Tuner.restore(
         settings.experiment_path,
         trainable=_with_resources(train_nsm, settings),
         resume_unfinished=True,
         resume_errored=True,
     )
+
+
+# experiment name -> its storage path now, for a search generator Ray restores (see below).
+_relocated_storage: dict[str, str] = {}
+
+
+class RelocatableSearchGenerator(SearchGenerator):
+    """Ray's ``SearchGenerator``, whose new trials follow an experiment that was moved or copied.
+
+    Ray saves the generator with the experiment spec, storage path included, and restores it as
+    saved: after a move, the trials a resumed search created were set up in the old location (and
+    failed there when it was gone). Restored trials are re-pointed by Ray itself; this does the same
+    for the ones still to come.
+    """
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        experiment = self._experiment
+        storage_path = _relocated_storage.get(experiment.storage.experiment_dir_name) if experiment else None
+        if storage_path is None:
+            return
+        from ray.train._internal.storage import StorageContext
+
+        here = StorageContext(storage_path=storage_path, experiment_dir_name=experiment.storage.experiment_dir_name)
+        moved = copy.copy(experiment.storage)
+        moved.storage_filesystem, moved.storage_fs_path = here.storage_filesystem, here.storage_fs_path
+        experiment.storage = moved
+        experiment.spec["storage"] = moved
 
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -136,9 +172,10 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
 
 
 def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
-    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    loggers: list[tune.Callback] = [EpochJsonLoggerCallback(), EpochCSVLoggerCallback()]
+    stop = GracefulStop(settings.name, settings.time_budget_s)
     if wandb_mode == "disabled":
-        return loggers
+        return [*loggers, stop]
     import wandb
 
     from search.wandb_logging import FlushingWandbLoggerCallback
@@ -155,7 +192,8 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
             mode=wandb_mode,
             # Trial actors' output reaches the driver's console; W&B's per-run banners would drown it.
             settings=wandb.Settings(silent=True),
-        )
+        ),
+        stop,
     ]
 
 

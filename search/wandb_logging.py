@@ -1,4 +1,4 @@
-"""Ray's ``WandbLoggerCallback``, fixed for two cases the search meets, with summaries by the metric registry.
+"""Ray's ``WandbLoggerCallback``, fixed for the cases the search meets, with summaries by the metric registry.
 
 - Ray kills a trial's logging actor as soon as the actor's ``run()`` returns from ``wandb.finish()``.
   W&B's service process may not have written the run's records to its ``.wandb`` file by then:
@@ -9,16 +9,23 @@
 - A W&B run's summary holds each metric's last value by default; a trial's best epoch is what the
   search ranks on, so every ranking metric also gets its best value (``val_acc.max``,
   ``val_loss.min``), in the direction :mod:`nsm.metrics` registers.
+- Each epoch is logged once, at ``step = epoch``. A trial restarted from a checkpoint (resume, retry)
+  runs again the epochs after it; W&B cannot replace a logged step, so an epoch at or below the
+  highest one already logged for the trial (by this driver, or in ``result.json`` by an earlier one)
+  is not sent again. A resumed trial continues the same W&B run: same run id, ``resume="allow"``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
+from ray.air.constants import TRAINING_ITERATION
 from ray.air.integrations.wandb import WANDB_PROCESS_RUN_INFO_HOOK, WandbLoggerCallback, _WandbLoggingActor
 
 from nsm import metrics as nsm_metrics
+from search.result_loggers import EPOCH_KEY, highest_recorded_epoch
 
 
 def define_summaries(run: Any) -> None:
@@ -38,9 +45,34 @@ class _FlushingWandbLoggingActor(_WandbLoggingActor):
 
 
 class FlushingWandbLoggerCallback(WandbLoggerCallback):
-    """``WandbLoggerCallback`` whose per-trial runs are complete on disk when the trial or the search ends."""
+    """``WandbLoggerCallback`` with one run per trial across restarts, each epoch logged once."""
 
     _logger_actor_cls = _FlushingWandbLoggingActor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("resume", "allow")
+        super().__init__(*args, **kwargs)
+        self._logged_epoch: dict[Any, float] = {}
+
+    def log_trial_start(self, trial: Any) -> None:
+        # What earlier drivers (or this one, before a retry) logged for this trial.
+        self._logged_epoch[trial] = max(self._logged_epoch.get(trial, -math.inf), highest_recorded_epoch(trial))
+        super().log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        if trial not in self._logged_epoch:
+            self.log_trial_start(trial)
+        epoch = result.get(EPOCH_KEY)
+        if isinstance(epoch, (int, float)) and math.isfinite(epoch):
+            if epoch <= self._logged_epoch[trial]:
+                return  # a re-run epoch: W&B already holds it
+            self._logged_epoch[trial] = epoch
+            result = {**result, TRAINING_ITERATION: int(epoch)}  # the actor logs at step=training_iteration
+        super().log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        super().log_trial_end(trial, failed)
+        self._logged_epoch.pop(trial, None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial in list(self._trial_logging_futures):  # runs of trials that have not ended

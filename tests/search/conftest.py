@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .interrupts import (  # noqa: F401 - re-exported for the tests
+    REPO,
+    cli,
+    cli_env,
+    finished_trials,
+    kill_group,
+    recorded_epochs,
+    snapshot_statuses,
+    wait_for_finished_trials,
+    wait_until,
+)
 
 # Small enough that a trial epoch takes well under a second on one core.
 TINY_SPACE = """
@@ -52,40 +57,3 @@ def ray_session():
     ray.shutdown()
 
 
-def cli_env() -> dict[str, str]:
-    """Environment of a CLI subprocess: the test session's data cache, W&B offline."""
-    env = dict(os.environ)
-    env["WANDB_MODE"] = "offline"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, str(REPO / "search" / "run.py"), *args]
-
-
-def wait_for_finished_trials(experiment_dir: Path, driver: subprocess.Popen, timeout: float = 240) -> set[str]:
-    """Ray trial ids of the first trials the study in ``experiment_dir`` holds as finished."""
-    from search.study import STUDY_FILE, load_study
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert driver.poll() is None, "the search ended before it could be interrupted"
-        if (experiment_dir / STUDY_FILE).is_file():
-            try:
-                trials = load_study(experiment_dir).trials
-            except KeyError:  # the journal file exists, the study is not created in it yet
-                trials = []
-            done = {t.user_attrs["ray_trial_id"] for t in trials if t.state.is_finished()}
-            if done:
-                return done
-        time.sleep(0.5)
-    raise AssertionError("no trial finished in time")
-
-
-def kill_group(pgid: int) -> None:
-    """Remove the Ray processes an interrupted driver left behind (they share its session)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -6,16 +6,16 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
+from analysis.audit import audit_experiment
 from search.run import main
 from search.study import load_study
 
-from .conftest import REPO, cli, cli_env, kill_group, wait_for_finished_trials
+from .conftest import REPO, cli, cli_env, kill_group, snapshot_statuses, wait_for_finished_trials, wait_until
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_existing_experiment_and_resume_of_a_non_search_are_refused(tmp_path, ca
 
 
 def test_gpu_request_on_a_cpu_only_machine_fails_fast(tmp_path):
-    started = time.monotonic()
+    # "Fast" = before any trial: a driver waiting for a GPU forever would hit the timeout.
     completed = subprocess.run(
         cli("--domain", "planning", "--gpus-per-trial", "0.5", "--storage-path", str(tmp_path / "r")),
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120,
@@ -74,7 +74,6 @@ def test_gpu_request_on_a_cpu_only_machine_fails_fast(tmp_path):
     err = completed.stderr.strip().splitlines()[-1]
     assert err.startswith("error: --gpus-per-trial 0.5 requested but the cluster has no GPU")
     assert "CPUs" in err  # says what exists
-    assert time.monotonic() - started < 60
     assert not (tmp_path / "r").exists()
 
 
@@ -88,8 +87,9 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         finished_before_kill = wait_for_finished_trials(experiment_dir, driver)
-        # Ray snapshots the experiment state every 2 s: let it record the finished trials.
-        time.sleep(4)
+        # Kill once Ray's experiment snapshot records those trials as finished (it snapshots every 2 s).
+        wait_until(lambda: all(snapshot_statuses(experiment_dir).get(t) == "TERMINATED" for t in finished_before_kill),
+                   driver, "the snapshot recorded the finished trials")
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -103,7 +103,8 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
     resumed = subprocess.run(cli("--resume", name, "--storage-path", str(storage)), cwd=REPO, env=cli_env(),
                              capture_output=True, text=True, timeout=400, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert not (tmp_path / "results").exists()  # nothing written where it used to be
+    leftovers = sorted(str(p) for p in (tmp_path / "results").rglob("*")) if (tmp_path / "results").exists() else []
+    assert not (tmp_path / "results").exists(), leftovers  # nothing written where it used to be
 
     summary = json.loads((experiment_dir / "summary.json").read_text())
     assert summary["num_trials"] == samples
@@ -111,10 +112,9 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
     # Trials that had finished before the kill did not run again.
     for trial_id, files in snapshot.items():
         assert _trial_files(experiment_dir, trial_id) == files
-    # No trial trained an epoch twice.
-    for row in summary["trials"]:
-        epochs = [json.loads(line)["epoch"] for line in (Path(row["trial_dir"]) / "result.json").read_text().splitlines()]
-        assert len(epochs) == len(set(epochs)), row["trial_id"]
+    # No epoch recorded twice: result.json, progress.csv, training_history.json, the study.
+    audit = audit_experiment(experiment_dir)
+    assert audit.ok and audit.trials == samples, audit.lines()
     # The Optuna study continued: every Ray trial is finished in it.
     study = load_study(experiment_dir)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

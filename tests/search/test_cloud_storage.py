@@ -6,13 +6,15 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.fs
 import pytest
 from optuna.trial import TrialState
 
-from search import storage
+from search import driver_lock, storage
+from search.errors import SearchError
 from search.run import main
 from search.study import STUDY_FILE, load_study
 from .conftest import cli, cli_env, kill_group, wait_for_finished_trials
@@ -107,6 +109,8 @@ def test_search_on_s3_preempted_then_resumed_on_a_fresh_machine(tmp_path, tiny_s
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_finished_trials(mirror, driver)
+        holder = driver_lock.running_driver(location)  # the running driver holds the lock on the bucket
+        assert holder is not None and holder.pid == driver.pid
         driver.send_signal(signal.SIGTERM)
         assert driver.wait(timeout=120) == 130  # stopped as by Ctrl-C, with the resume command printed
     finally:
@@ -120,6 +124,7 @@ def test_search_on_s3_preempted_then_resumed_on_a_fresh_machine(tmp_path, tiny_s
                              capture_output=True, text=True, timeout=400, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []  # nothing was written to the working directory
+    assert not storage.is_file(location, driver_lock.LOCK_FILE)  # released by the resumed driver
 
     summary = json.loads(read_text(location, "summary.json"))
     assert summary["experiment_dir"] == location
@@ -150,3 +155,22 @@ def _download_study(location: str, name: str, directory: Path):
 def _finished_trials(study) -> list[str]:
     """Ray trial ids of the study's COMPLETE and PRUNED trials."""
     return [t.user_attrs["ray_trial_id"] for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_driver_lock_on_a_bucket(s3_endpoint):
+    """A live driver elsewhere holds an experiment on a bucket; a stale one is taken over."""
+    location = s3_uri("locks/exp", s3_endpoint)
+    now = time.time()
+    elsewhere = driver_lock.LockHolder(host="elsewhere", pid=7, machine="elsewhere/boot", process_start="1",
+                                       started_at=now, heartbeat_at=now, token="theirs")
+    storage.write_text(location, driver_lock.LOCK_FILE, json.dumps(elsewhere.__dict__))
+    with pytest.raises(SearchError, match="pid 7 on host elsewhere"):
+        driver_lock.ExperimentLock(location, "exp").acquire()
+
+    stale = {**elsewhere.__dict__, "heartbeat_at": now - driver_lock.STALE_AFTER_S - 1}
+    storage.write_text(location, driver_lock.LOCK_FILE, json.dumps(stale))
+    lock = driver_lock.ExperimentLock(location, "exp")
+    assert "no longer running (pid 7 on host elsewhere" in lock.acquire()
+    assert driver_lock.running_driver(location).token != "theirs"
+    lock.release()
+    assert not storage.is_file(location, driver_lock.LOCK_FILE)

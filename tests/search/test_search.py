@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 from ray import tune
 
+from analysis.audit import read_wandb_records
 from search.run import main
 from search.study import load_study
 from search.trainable import TRIAL_INFO_FILE, train_nsm
@@ -144,33 +144,6 @@ def test_more_gpus_per_trial_than_a_node_has(tmp_path, tiny_space, ray_session, 
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-def read_wandb_records(path: Path) -> list:
-    """Records of a run-*.wandb file: W&B's LevelDB-style log of wandb_internal Record protos."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    block_size, offset, records, pending = 32 * 1024, 7, [], b""
-    while offset + 7 <= len(data):
-        left_in_block = block_size - offset % block_size
-        if left_in_block < 7:
-            offset += left_in_block  # block trailer padding
-            continue
-        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
-        payload = data[offset + 7:offset + 7 + length]
-        offset += 7 + length
-        if kind == 0 and length == 0:
-            break
-        pending = payload if kind in (1, 2) else pending + payload  # FULL/FIRST start, MIDDLE/LAST append
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    assert records, f"no records in {path}"
-    return records
 
 
 def item_key(item) -> str:
