@@ -97,3 +97,27 @@ def test_ray_wandb_internals(tmp_path, monkeypatch):
 def test_wandb_settings_internals():
     # analysis/_wandb.py turns off the system-metrics sampler of the summary run.
     assert "x_disable_stats" in wandb.Settings.model_fields, "wandb.Settings lacks x_disable_stats (analysis/_wandb.py)"
+
+
+def test_ray_tune_logger_and_search_generator_internals(tmp_path):
+    # search/result_loggers.py truncates and reopens the files Ray's JSON and CSV loggers hold.
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.search import SearchGenerator
+
+    check_internals(JsonLoggerCallback(), ["_trial_files", "log_trial_start"], "search/result_loggers.py")
+    check_internals(CSVLoggerCallback(), ["_trial_files", "_trial_csv", "_trial_continue", "_setup_trial"],
+                    "search/result_loggers.py")
+    # search/tuner.py (RelocatableSearchGenerator) re-points the restored experiment spec's storage.
+    generator = SearchGenerator(OptunaSearch(space={"x": tune.uniform(0.0, 1.0)}, metric="m", mode="max"))
+    check_internals(generator, ["_experiment", "set_state", "get_state"], "search/tuner.py")
+    assert "experiment" in generator.get_state()
+    # search/stopping.py reads whether a trial has a checkpoint save in flight.
+    from ray.tune.experiment import Trial
+
+    assert isinstance(inspect.getattr_static(Trial, "is_saving"), property), "Trial.is_saving (search/stopping.py)"
+    # search/result_loggers.py reads a trial's results from its storage.
+    from ray.train._internal.storage import StorageContext
+
+    context = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial_x")
+    check_internals(context, ["storage_filesystem", "storage_fs_path", "trial_fs_path", "experiment_dir_name"],
+                    "search/result_loggers.py, search/tuner.py")
