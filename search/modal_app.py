@@ -19,8 +19,8 @@ to resume (``search.json`` but no ``tuner.pkl``). It runs ``search.run.main`` an
 into what Modal acts on: 0 and 2 (a user error) are returned, so Modal does not retry them; a stop by a
 preemption signal (130) and a crash are raised, so Modal retries the call, which resumes.
 
-Volume commits: Modal commits a mounted volume in the background while the function runs and once more
-when the container exits, without reloading it. This module commits explicitly only once the search has
+Volume commits: Modal commits a mounted volume in the background while the function runs, and once more
+when the container exits (with no reload). This module commits explicitly only once the search has
 stopped (Ray shut down, so no trial, logger or W&B file is open), before it returns or raises, so that a
 retry, which mounts the last committed state, finds everything. A mid-run ``Volume.commit()`` would
 always report a failure: it reloads the volume after committing, and the reload is refused while files
@@ -212,6 +212,10 @@ def _run_in_container(search_argv: Sequence[str], *, launch_id: str, volume: mod
     """The search on the volume; the exit-status decision of :func:`run_search` (see the module docstring)."""
     from search.run import main  # Ray and torch: the container's, never the launching machine's
 
+    name = _flag_value(search_argv, "--resume") or _flag_value(search_argv, "--name")
+    if name is not None and not _is_plain_name(name):  # before any path is built from it
+        print(f"error: experiment name {name!r}: must be a plain directory name", file=sys.stderr)
+        return _EXIT_USAGE
     argv = _container_argv(search_argv, launch_id, files, storage_path)
     problem = _budget_problem(argv, storage_path, timeout_s, setup_margin_s)
     if problem is not None:
@@ -289,6 +293,10 @@ def _release_name(search_argv: Sequence[str], launch_id: str, storage_path: str)
         shutil.rmtree(launch_dir)
         with contextlib.suppress(OSError):  # only when no other launch is recorded there
             launch_dir.parent.rmdir()
+
+
+def _is_plain_name(name: str) -> bool:
+    return name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
 
 
 def _budget_problem(argv: Sequence[str], storage_path: str, timeout_s: int,
@@ -490,6 +498,10 @@ def _parse_launcher_args(arglist: list[str]) -> tuple[argparse.Namespace, list[s
         # One experiment per call keeps "resume on retry" a single --resume; domains run in parallel anyway.
         parser.error("--domain all: launch one search per domain (each gets its own container)")
     resume = _flag_value(search_argv, "--resume")
+    for flag in ("--name", "--resume"):
+        value = _flag_value(search_argv, flag)
+        if value is not None and not _is_plain_name(value):
+            parser.error(f"{flag} {value!r}: an experiment name is a plain directory name")
     numbers = {flag: _number(parser, search_argv, flag)
                for flag in ("--time-budget-s", "--gpus-per-trial", "--cpus-per-trial", "--max-concurrent", "--num-samples")}
     options.timeout_s, budget_s = _timeout_and_budget(parser, options.timeout_hours, numbers["--time-budget-s"],
@@ -502,18 +514,16 @@ def _parse_launcher_args(arglist: list[str]) -> tuple[argparse.Namespace, list[s
             search_argv = [*search_argv, "--name", f"{domain}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"]
         if numbers["--time-budget-s"] is None:
             search_argv = [*search_argv, "--time-budget-s", f"{budget_s:g}"]
-        # Ray's per-trial resources are the ones the container is sized for.
-        for flag, default in (("--gpus-per-trial", DEFAULT_GPUS_PER_TRIAL), ("--cpus-per-trial", DEFAULT_CPUS_PER_TRIAL)):
-            if numbers[flag] is None:
-                numbers[flag] = default
-                search_argv = [*search_argv, flag, f"{default:g}"]
         files = _read_files(parser, search_argv)
+    for flag, default in (("--gpus-per-trial", DEFAULT_GPUS_PER_TRIAL), ("--cpus-per-trial", DEFAULT_CPUS_PER_TRIAL)):
+        if numbers[flag] is None:
+            numbers[flag] = default
+            if resume is None:  # Ray's per-trial resources are the ones the container is sized for
+                search_argv = [*search_argv, flag, f"{default:g}"]
     options.gpu_count = _gpu_count(options.gpu)
-    max_concurrent, num_samples = numbers["--max-concurrent"], numbers["--num-samples"]
-    cpu, memory_mib, options.trials = _resources(
-        options.gpu_count, DEFAULT_GPUS_PER_TRIAL if numbers["--gpus-per-trial"] is None else numbers["--gpus-per-trial"],
-        numbers["--cpus-per-trial"] or DEFAULT_CPUS_PER_TRIAL,
-        None if max_concurrent is None else int(max_concurrent), None if num_samples is None else int(num_samples))
+    caps = [None if numbers[flag] is None else int(numbers[flag]) for flag in ("--max-concurrent", "--num-samples")]
+    cpu, memory_mib, options.trials = _resources(options.gpu_count, numbers["--gpus-per-trial"],
+                                                 numbers["--cpus-per-trial"], *caps)
     options.cpu = options.cpu if options.cpu is not None else cpu
     options.memory_mib = int(options.memory_gb * 1024) if options.memory_gb is not None else memory_mib
     return options, search_argv, files
@@ -539,8 +549,7 @@ def _timeout_and_budget(parser: argparse.ArgumentParser, timeout_hours: float | 
         return timeout_s, float(limit)
     if not 0 < budget_s <= limit:
         parser.error(f"--time-budget-s {budget_s:g}: must be positive and leave {SETUP_MARGIN_S // 60} minutes of "
-                     f"the {timeout_s / 3600:g}-hour container timeout for setup (at most {limit}); continue a "
-                     "longer search with --resume")
+                     f"the {timeout_s / 3600:g}-hour container timeout for setup (at most {limit})")
     return timeout_s, budget_s
 
 

@@ -149,6 +149,12 @@ def test_launcher_flags_are_split_from_search_flags_and_the_name_is_fixed() -> N
     assert argv == ["--domain", "kg", "--name", "x", "--time-budget-s", str(7200 - modal_app.SETUP_MARGIN_S),
                     "--gpus-per-trial", "0.25", "--cpus-per-trial", "2"]
 
+    # A resumed search keeps the settings stored in it: nothing is added, the container checks its budget.
+    options, argv, files = modal_app._parse_launcher_args(["--resume", "planning-1", "--gpu", "A100:2"])
+    assert argv == ["--resume", "planning-1"] and files == {}
+    assert options.timeout_s == modal_app.MAX_TIMEOUT_S
+    assert options.trials == 8
+
 
 @pytest.mark.parametrize("timeout_hours", [None, 0.75, 1, 6, 24])
 @pytest.mark.parametrize("budget_s", [None, 60, 1800, 3600, 23.5 * 3600, 30 * 3600])
@@ -183,6 +189,8 @@ def test_the_search_budget_is_always_below_the_container_timeout(timeout_hours, 
     ["--domain", "planning", "--spa", "x.yaml"],  # run.py would take it for --space, unread here
     ["--domain", "planning", "--warm", "best.yaml"],
     ["--domain", "planning", "--space", "/no/such/space.yaml"],
+    ["--domain", "planning", "--name", "../elsewhere"],
+    ["--resume", "a/b"],
 ])
 def test_launcher_refuses_flags_it_owns_or_bad_values(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as error:
@@ -340,6 +348,15 @@ def test_a_resumed_search_must_fit_the_container_too(tmp_path: Path) -> None:
     assert "not set" in modal_app._budget_problem(["--resume", "unbounded"], str(tmp_path), modal_app.MAX_TIMEOUT_S)
     assert "does not fit" in modal_app._budget_problem(["--resume", "long"], str(tmp_path), 6 * 3600)
     assert modal_app._budget_problem(["--resume", "long"], str(tmp_path), modal_app.MAX_TIMEOUT_S) is None
+
+
+def test_the_container_refuses_a_name_that_is_a_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "volume").mkdir()
+    argv = ["--domain", "planning", "--name", "../outside", "--time-budget-s", "60"]
+    assert modal_app.run_search.local(argv, launch_id="call-1", storage_path=str(tmp_path / "volume")) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["volume"]
+    assert list((tmp_path / "volume").iterdir()) == []
+    assert "plain directory name" in capsys.readouterr().err
 
 
 def test_a_name_that_another_launch_used_is_refused_not_resumed_or_cleared(tmp_path: Path) -> None:
