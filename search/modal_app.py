@@ -92,6 +92,7 @@ PINNED_REQUIREMENTS = (
 )
 # `modal` itself is not installed: Modal adds its client to every container, at the launching client's version.
 PROJECT_PACKAGES = ("nsm", "search", "spaces", "analysis")
+SOURCE_IGNORE = modal.FilePatternMatcher("**/__pycache__", "**/*.pyc", "**/.*")
 
 # Search flags this launcher owns: the storage is the volume and the cluster is the container's own.
 _RESERVED_FLAGS = ("--storage-path", "--address")
@@ -125,16 +126,12 @@ def _image() -> modal.Image:
         .pip_install(*PINNED_REQUIREMENTS)
         .env({"PYTHONUNBUFFERED": "1"})  # Ray's progress table reaches the Modal logs as it is printed
     )
-    # The packages next to this file, whichever checkout is installed in the launching environment.
-    # spaces/ ships its YAML files next to the loader (default.yaml is the default --space).
+    # The packages next to this file, whichever checkout is installed in the launching environment, with
+    # their data files (spaces/default.yaml is the default --space) and without bytecode or hidden files.
     for package in PROJECT_PACKAGES:
-        image = image.add_local_dir(_PROJECT_ROOT / package, f"/root/{package}", ignore=_source_filter(package))
+        image = image.add_local_dir(_PROJECT_ROOT / package, f"/root/{package}", ignore=SOURCE_IGNORE)
     return image
 
-
-def _source_filter(package: str) -> modal.FilePatternMatcher:
-    """Ignore all but the sources (and the space files): no caches, notebooks or stray files."""
-    return ~modal.FilePatternMatcher("**/*.py", *(["**/*.yaml"] if package == "spaces" else []))
 
 
 def _resources(gpu_count: int, gpus_per_trial: float, cpus_per_trial: float,

@@ -24,11 +24,6 @@ from search import modal_app
 
 from .conftest import REPO, cli, cli_env, kill_group, wait_for_finished_trials, write_tiny_space
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 # ------------------------------------------------------------------------------------------------
 # Declarations
@@ -96,6 +91,8 @@ def test_image_pins_the_tested_versions_and_ships_this_checkout(monkeypatch: pyt
     assert all(len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "==" for pin in pins.values())
 
     # Every dependency of the project is pinned within its range (modal comes with Modal's containers)...
+    import tomllib  # the image's Python, 3.11, is asserted below
+
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     for dependency in map(Requirement, pyproject["project"]["dependencies"]):
         if dependency.name == "modal":
@@ -110,16 +107,15 @@ def test_image_pins_the_tested_versions_and_ships_this_checkout(monkeypatch: pyt
         assert installed == next(iter(pin.specifier)).version, f"{name}: installed {installed}, image {pin}"
     assert f"{sys.version_info.major}.{sys.version_info.minor}" == modal_app.PYTHON_VERSION
 
-    # The project's packages, from the checkout this file is in, with their sources only.
+    # The project's packages with their data files, from the checkout this file is in.
     assert [(local, remote) for local, remote, _ in dirs] == [
         (REPO / package, f"/root/{package}") for package in ("nsm", "search", "spaces", "analysis")]
     assert all(local.is_dir() for local, _, _ in dirs)
-    ignore = {remote: matcher for _, remote, matcher in dirs}
-    assert not ignore["/root/spaces"](Path("default.yaml")) and not ignore["/root/spaces"](Path("loader.py"))
-    assert not ignore["/root/nsm"](Path("data/grail.py"))
-    assert ignore["/root/nsm"](Path("__pycache__/model.cpython-311.pyc"))
-    assert ignore["/root/analysis"](Path("dashboard.ipynb"))
-    assert ignore["/root/search"](Path("notes.yaml"))
+    (ignore,) = {id(matcher): matcher for _, _, matcher in dirs}.values()
+    for shipped in ("default.yaml", "loader.py", "data/grail.py", "data/checksums.json"):
+        assert not ignore(Path(shipped)), shipped
+    for left_out in ("__pycache__", "data/__pycache__/grail.cpython-311.pyc", ".ipynb_checkpoints/x.ipynb"):
+        assert ignore(Path(left_out)), left_out
 
 
 def test_launching_needs_neither_ray_nor_torch() -> None:
@@ -369,6 +365,45 @@ def test_a_name_that_another_launch_used_is_refused_not_resumed_or_cleared(tmp_p
     assert modal_app.run_search.local(argv, launch_id="call-2", storage_path=str(tmp_path)) == 2
     assert (experiment / "search.json").read_text() == "{}"
     assert (tmp_path / modal_app.LAUNCH_DIR / "exp" / "launch_id").read_text() == "someone-else\n"
+
+
+def _stop_like_ray_tune_on(signum: int | None) -> int:
+    """A stand-in for search.run.main that is stopped as Ray Tune stops: its own handler takes the signal."""
+    if signum is not None:
+        previous = signal.signal(signum, lambda number, frame: None)
+        try:
+            signal.raise_signal(signum)
+        finally:
+            signal.signal(signum, previous)
+    return 130
+
+
+@pytest.mark.parametrize(("outcome", "expected"), [
+    ("crash", RuntimeError), ("SIGINT", modal_app.SearchPreempted), ("SIGTERM", modal_app.SearchPreempted),
+    ("interrupted without a signal", 130), ("ok", 0), ("user error", 2),
+])
+def test_the_container_raises_what_modal_should_retry_and_returns_the_rest(
+        outcome: str, expected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision alone: search.run.main is stood in for (the searches below run the real one)."""
+    import search.run
+
+    def main(argv, callbacks=None):
+        if outcome == "crash":
+            raise RuntimeError("the driver crashed")
+        if outcome.startswith("SIG"):
+            return _stop_like_ray_tune_on(getattr(signal, outcome))
+        return {"interrupted without a signal": 130, "ok": 0, "user error": 2}[outcome]
+
+    commits: list[object] = []
+    monkeypatch.setattr(search.run, "main", main)
+    monkeypatch.setattr(modal_app, "_commit_volume", commits.append)
+    argv = ["--domain", "planning", "--name", "exp", "--time-budget-s", "60"]
+    if isinstance(expected, int):
+        assert modal_app.run_search.local(argv, launch_id="call-1", storage_path=str(tmp_path)) == expected
+    else:
+        with pytest.raises(expected):
+            modal_app.run_search.local(argv, launch_id="call-1", storage_path=str(tmp_path))
+    assert len(commits) == 1  # the volume is committed once the search has stopped, whatever the outcome
 
 
 def test_cuda_problem_names_the_wheel_index_when_torch_sees_no_gpu() -> None:
