@@ -79,52 +79,78 @@ def personalized_pagerank(
     return out
 
 
-def _score_table(facts: Tensor, num_entities: int, sources: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """PPR rows of the unique ``sources``, and for each entity its row in that table (-1 if absent)."""
-    unique = torch.unique(sources)
-    row = torch.full((num_entities,), -1, dtype=torch.long)
-    row[unique] = torch.arange(unique.numel())
-    return personalized_pagerank(facts, num_entities, unique, alpha), row
+class _Table:
+    """PPR rows of a set of sources, looked up by entity."""
+
+    def __init__(self, facts: Tensor, num_entities: int, sources: Tensor, alpha: float) -> None:
+        unique = torch.unique(sources)
+        self.row = torch.full((num_entities,), -1, dtype=torch.long)
+        self.row[unique] = torch.arange(unique.numel())
+        with one_thread():
+            self.values = personalized_pagerank(facts, num_entities, unique, alpha)
+
+    def __call__(self, source: Tensor, target: Tensor) -> Tensor:
+        return self.values[self.row[source], target]
+
+
+def _ranking_sources(ranking: Tensor) -> Tensor:
+    return torch.cat([ranking[0, :, :, 2].reshape(-1), ranking[1, :, :, 0].reshape(-1)])
+
+
+def _ranking_scores(table: _Table, ranking: Tensor) -> Tensor:
+    head_replaced = table(ranking[0, :, :, 2], ranking[0, :, :, 0])  # pi_t(h'): the list keeps t
+    tail_replaced = table(ranking[1, :, :, 0], ranking[1, :, :, 2])  # pi_h(t'): the list keeps h
+    return torch.cat([head_replaced, tail_replaced])
+
+
+def _triple_scores(table: _Table, triples: Tensor) -> Tensor:
+    heads, tails = triples[:, 0], triples[:, 2]
+    return 0.5 * (table(heads, tails) + table(tails, heads))
 
 
 def ranking_scores(facts: Tensor, num_entities: int, ranking: Tensor, alpha: float = DEFAULT_ALPHA) -> Tensor:
     """``[2 * Q, C]`` PPR scores of a ``[2, Q, C, 3]`` ranking tensor (head-replaced lists first),
     each from the entity its query keeps."""
-    heads_kept = ranking[1, :, :, 0]  # tail-replaced lists keep the head
-    tails_kept = ranking[0, :, :, 2]
-    table, row = _score_table(facts, num_entities, torch.cat([heads_kept.reshape(-1), tails_kept.reshape(-1)]), alpha)
-    head_replaced = table[row[tails_kept], ranking[0, :, :, 0]]
-    tail_replaced = table[row[heads_kept], ranking[1, :, :, 2]]
-    return torch.cat([head_replaced, tail_replaced])
+    return _ranking_scores(_Table(facts, num_entities, _ranking_sources(ranking), alpha), ranking)
 
 
 def triple_scores(facts: Tensor, num_entities: int, triples: Tensor, alpha: float = DEFAULT_ALPHA) -> Tensor:
     """``[P]`` symmetric PPR score ``(pi_h(t) + pi_t(h)) / 2`` of each triple (for AUC-PR)."""
-    heads, tails = triples[:, 0], triples[:, 2]
-    table, row = _score_table(facts, num_entities, torch.cat([heads, tails]), alpha)
-    return 0.5 * (table[row[heads], tails] + table[row[tails], heads])
+    table = _Table(facts, num_entities, torch.cat([triples[:, 0], triples[:, 2]]), alpha)
+    return _triple_scores(table, triples)
+
+
+def scores(protocol: GrailProtocol, part: str = "test", alpha: float = DEFAULT_ALPHA) -> tuple[Tensor, Tensor]:
+    """PPR scores of ``part`` ("test" or "valid") of ``protocol``: ``[2 * P]`` for its AUC pairs
+    (true triples first) and ``[2 * Q, C]`` for its ranking lists (true triple in column 0)."""
+    if part == "test":
+        facts, n, auc, ranking = protocol.test_graph, len(protocol.test_entities), protocol.test_auc, protocol.test_ranking
+    elif part == "valid":
+        facts, n, auc, ranking = protocol.train_graph, len(protocol.train_entities), protocol.valid_auc, protocol.valid_ranking
+    else:
+        raise ValueError(f"part must be 'test' or 'valid', got {part!r}")
+    table = _Table(facts, n, torch.cat([auc[:, 0], auc[:, 2], _ranking_sources(ranking)]), alpha)
+    return _triple_scores(table, auc), _ranking_scores(table, ranking)
+
+
+def metrics(pair_scores: Tensor, list_scores: Tensor, prefix: str = "test", ties: Ties = "mean") -> dict[str, float]:
+    """``{<prefix>_auc_pr, <prefix>_hits_at_10, <prefix>_mrr}`` from scores laid out as ``scores`` returns them."""
+    half = pair_scores.shape[0] // 2
+    return {
+        f"{prefix}_auc_pr": auc_pr(pair_scores[:half], pair_scores[half:]),
+        f"{prefix}_hits_at_10": hits_at_k(list_scores, 10, ties=ties),
+        f"{prefix}_mrr": mrr(list_scores, ties=ties),
+    }
 
 
 def evaluate(
     protocol: GrailProtocol, part: str = "test", alpha: float = DEFAULT_ALPHA, ties: Ties = "mean"
 ) -> dict[str, float]:
-    """``{<part>_auc_pr, <part>_hits_at_10, <part>_mrr}`` of the PPR shortcut on ``part`` ("test" or
-    "valid") of ``protocol``: its AUC pairs and ranking lists, scored on the matching graph."""
-    if part == "test":
-        facts, n, auc, ranking, prefix = protocol.test_graph, len(protocol.test_entities), protocol.test_auc, protocol.test_ranking, "test"
-    elif part == "valid":
-        facts, n, auc, ranking, prefix = protocol.train_graph, len(protocol.train_entities), protocol.valid_auc, protocol.valid_ranking, "val"
-    else:
-        raise ValueError(f"part must be 'test' or 'valid', got {part!r}")
-    with one_thread():
-        pair = triple_scores(facts, n, auc, alpha)
-        lists = ranking_scores(facts, n, ranking, alpha)
-    half = auc.shape[0] // 2
-    return {
-        f"{prefix}_auc_pr": auc_pr(pair[:half], pair[half:]),
-        f"{prefix}_hits_at_10": hits_at_k(lists, 10, ties=ties),
-        f"{prefix}_mrr": mrr(lists, ties=ties),
-    }
+    """The PPR shortcut's AUC-PR, Hits@10 and MRR on ``part`` ("test" or "valid") of ``protocol``:
+    its AUC pairs and ranking lists, scored on the matching graph. Keys are prefixed ``test_`` or
+    ``val_`` like the trainer's metrics."""
+    pair, lists = scores(protocol, part, alpha)
+    return metrics(pair, lists, "test" if part == "test" else "val", ties)
 
 
 def ppr_shortcut(
@@ -141,4 +167,13 @@ def ppr_shortcut(
     return evaluate(grail_protocol(name, root, seed=seed, num_candidates=num_candidates), "test", alpha, ties)
 
 
-__all__ = ["DEFAULT_ALPHA", "evaluate", "personalized_pagerank", "ppr_shortcut", "ranking_scores", "triple_scores"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "evaluate",
+    "metrics",
+    "personalized_pagerank",
+    "ppr_shortcut",
+    "ranking_scores",
+    "scores",
+    "triple_scores",
+]

@@ -23,6 +23,9 @@ The task (``grail_protocol``), as GraIL defines it, deterministic in ``seed``:
   training graph so that the result is not a triple of the training graph and not a self-loop).
 - Validation: ``<split>/valid.txt`` scored against the training graph. Test: ``<split>_ind/test.txt``
   scored against the graph of ``<split>_ind/train.txt``, whose entities are new (inductive).
+  Entities: those of ``<split>/{train,valid}.txt`` on the training side, of the three
+  ``<split>_ind`` files on the test side, numbered by first appearance. A triple whose head is its
+  tail has no enclosing subgraph and is no target (none of the 12 splits has one).
 - AUC-PR pairs: every validation (test) triple and one corruption of it.
 - Ranking lists: every test triple among ``num_candidates`` (50) candidates, once with the head and
   once with the tail replaced: the true triple first, then ``num_candidates - 1`` distinct
@@ -42,15 +45,17 @@ Subgraphs (``load_grail``). Every target above (training pairs, AUC pairs, every
 candidate) becomes its enclosing subgraph: GraIL's double-radius labelled ``hops``-hop enclosing
 subgraph with the target fact removed, at most ``max_nodes`` nodes, closest to both roots first
 (see ``nsm.data._subgraph`` for the exact rule and its one deviation from GraIL's code). Node
-features are the one-hot distance labels only (``NODE_FEATURE_NAMES``); edge types are relation ids.
+features are the one-hot distance labels only (``node_feature_names(hops)``); edge types are relation ids.
 Per graph the store keeps ``head_index`` and ``tail_index`` (local node indices of the roots) and
 ``relation`` (the query relation id); ``y`` is 1 for a true triple, 0 for a corruption. The result
 is cached in ``<root>/grail/processed/`` (keyed by split, seed, hops, max_nodes, candidates,
 validation queries and a format version; atomic writes; ``torch.load(weights_only=True)``).
 
-Default ``max_nodes`` is 200: the WN18RR subgraphs stay whole (their largest are about 200
-nodes), while the FB15k-237 and NELL v2-v4 subgraphs, whose median is 500 to 2,500 nodes at
-3 hops, are cut to their 200 nodes closest to both roots.
+Default ``max_nodes`` is 200 (measured with the defaults): the WN18RR subgraphs stay whole but for
+a few (v1 and v4: none of 41,256 and 173,506; v2: 4 of 89,182; v3: 591 of 129,706, the largest
+502 nodes), while FB15k-237 and NELL-995 have hubs that put thousands of entities within 3 hops
+of both roots (fb237_v4: median subgraph about 2,500 nodes; 140,331 of 216,358 capped; nell_v1:
+8,249 of 30,402), so there a subgraph keeps its 200 nodes closest to both roots.
 """
 
 from __future__ import annotations
@@ -177,6 +182,22 @@ _SHA256: dict[str, str] = {
 }
 
 
+# Published test numbers on these splits (fractions, 50 candidates), as collected in the project's
+# shared copy of the data (../shared/data/grail/README.md): GraIL's Hits@10 and AUC-PR (Teru et al.
+# 2020), NBFNet's Hits@10 (its README; none published for NELL-995).
+_GRAIL_HITS = (0.8245, 0.7868, 0.5843, 0.7341, 0.6415, 0.8180, 0.8283, 0.8929, 0.5950, 0.9325, 0.9141, 0.7319)
+_GRAIL_AUC_PR = (0.9432, 0.9418, 0.8580, 0.9272, 0.8469, 0.9057, 0.9168, 0.9446, 0.8605, 0.9262, 0.9334, 0.8750)
+_NBFNET_HITS = (0.948, 0.905, 0.893, 0.890, 0.834, 0.949, 0.951, 0.960, None, None, None, None)
+PUBLISHED: dict[str, dict[str, float]] = {
+    split: {
+        "grail_hits_at_10": hits,
+        "grail_auc_pr": auc,
+        **({"nbfnet_hits_at_10": nbf} if nbf is not None else {}),
+    }
+    for split, hits, auc, nbf in zip(SPLITS, _GRAIL_HITS, _GRAIL_AUC_PR, _NBFNET_HITS)
+}
+
+
 def node_feature_names(hops: int = DEFAULT_HOPS) -> tuple[str, ...]:
     """Names of the node feature columns: one-hot distance to the head, then to the tail."""
     return (*(f"dist_head_{d}" for d in range(hops + 1)), *(f"dist_tail_{d}" for d in range(hops + 1)))
@@ -278,8 +299,12 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _download(rels: list[str], raw: Path) -> None:
     created = _missing_parents(raw)
-    raw.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=raw))
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=raw))
+    except OSError as exc:
+        _remove_empty(created)
+        raise ConfigError(f"cannot write GraIL's files under {raw}: {exc.strerror or exc}") from None
     try:
         for rel in rels:
             url = URL.format(commit=COMMIT, path=rel)
@@ -288,7 +313,7 @@ def _download(rels: list[str], raw: Path) -> None:
                 with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
                     got = Path(download_url(url, str(staging / folder), log=True, filename=file))
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = str(getattr(exc, "reason", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = (str(getattr(exc, "reason", "") or exc) or type(exc).__name__).splitlines()[0]
                 raise ConfigError(
                     f"could not download {url} ({reason}); set ${ENV_DIR} to a local copy of GraIL's data/ folder"
                 ) from None
@@ -298,11 +323,16 @@ def _download(rels: list[str], raw: Path) -> None:
             os.replace(staging / rel, raw / rel)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:  # deepest first; only the ones this call made, and only if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_empty(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes the folders a failed download created (deepest first), where still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _missing_parents(path: Path) -> list[Path]:
@@ -318,14 +348,18 @@ def _missing_parents(path: Path) -> list[Path]:
 
 def _read_triples(path: Path) -> list[tuple[str, str, str]]:
     triples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                raise ConfigError(f"{path}:{lineno}: expected 'head<TAB>relation<TAB>tail', got {len(fields)} fields")
-            triples.append((fields[0], fields[1], fields[2]))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()  # GraIL's own parsing: any whitespace
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise ConfigError(f"{path}:{lineno}: expected 'head<TAB>relation<TAB>tail', got {len(fields)} fields")
+        triples.append((fields[0], fields[1], fields[2]))
     return triples
 
 
@@ -809,6 +843,7 @@ __all__ = [
     "FILES",
     "GROUP",
     "GrailData",
+    "PUBLISHED",
     "GrailProtocol",
     "SPLITS",
     "URL",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import nsm
-from nsm.data import grail
+from nsm.data import _subgraph, grail
 from nsm.data._subgraph import extract
 from nsm.data.grail import GrailProtocol, canonical_split, grail_protocol, load_grail
 from tests.nsm.grail_tiny import SPLIT, reference_subgraph, tiny_triples, write_tiny
@@ -341,6 +341,17 @@ def test_subgraphs_match_the_reference_on_the_tiny_graph(tiny_copy, tmp_path, ho
         packed, _ = grail._pack(graph, n, targets, labels, p.num_relations, hops, max_nodes)
         entity = _entities(graph, n, targets, hops, max_nodes)
         _check_against_reference(graph, targets, hops, max_nodes, packed, entity)
+
+
+@pytest.mark.parametrize("ratio", [0, 10**12], ids=["gather-only", "sparse-product-only"])
+def test_both_breadth_first_step_kinds_match_the_reference(tiny_copy, tmp_path, monkeypatch, ratio):
+    """A step either gathers neighbour lists or multiplies by the adjacency, by cost; force each."""
+    monkeypatch.setattr(_subgraph, "_DENSE_RATIO", ratio)
+    p = grail_protocol(SPLIT, tmp_path, **SMALL)
+    targets = torch.cat([p.test_auc, p.test_ranking.reshape(-1, 3)])
+    graph, n = p.test_graph, len(p.test_entities)
+    packed, _ = grail._pack(graph, n, targets, torch.zeros(len(targets), dtype=torch.long), p.num_relations, 3, 10)
+    _check_against_reference(graph, targets, 3, 10, packed, _entities(graph, n, targets, 3, 10))
 
 
 def _entities(graph, n, targets, hops, max_nodes):
