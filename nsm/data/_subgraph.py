@@ -55,7 +55,7 @@ class Subgraphs:
 
     x: Tensor  # [total_nodes, 2 * (hops + 1)] uint8 one-hot of (d_head, d_tail)
     edge_index: Tensor  # [2, total_edges] int16 (int32 if max_nodes > 32767), local node ids
-    edge_type: Tensor  # [total_edges] int16 relation ids
+    edge_type: Tensor  # [total_edges] int16 relation ids (int32 beyond 32767 relations)
     node_ptr: Tensor  # [T + 1] int64
     edge_ptr: Tensor  # [T + 1] int64
     uncapped_nodes: Tensor  # [T] int64 node count before the max_nodes cap
@@ -68,6 +68,8 @@ class _Graph:
     def __init__(self, facts: Tensor, num_entities: int) -> None:
         self.num_entities = n = num_entities
         self.src, self.rel, self.dst = facts[:, 0], facts[:, 1], facts[:, 2]
+        short = self.rel.numel() == 0 or int(self.rel.max()) <= torch.iinfo(torch.int16).max
+        self.rel_dtype = torch.int16 if short else torch.int32
         # Undirected, relation-free neighbour lists (each neighbour once), self-loops dropped.
         loop = self.src == self.dst
         pairs = torch.cat([self.src[~loop] * n + self.dst[~loop], self.dst[~loop] * n + self.src[~loop]]).unique()
@@ -102,17 +104,17 @@ def extract(
     if bool((targets[:, 0] == targets[:, 2]).any()):
         raise ValueError("a target's head equals its tail; it has no enclosing subgraph")
     graph = _Graph(facts, num_entities)
+    width = 2 * (hops + 1)
     parts = [
         _extract_block(graph, targets[i : i + _BLOCK], target_fact[i : i + _BLOCK], hops, max_nodes)
         for i in range(0, targets.shape[0], _BLOCK)
     ]
-    width = 2 * (hops + 1)
     if not parts:
         empty = torch.zeros(1, dtype=torch.long)
         return Subgraphs(
             torch.zeros(0, width, dtype=torch.uint8),
             torch.zeros(2, 0, dtype=torch.int16 if max_nodes <= torch.iinfo(torch.int16).max else torch.int32),
-            torch.zeros(0, dtype=torch.int16),
+            torch.zeros(0, dtype=graph.rel_dtype),
             empty,
             empty.clone(),
             torch.zeros(0, dtype=torch.long),
@@ -227,6 +229,6 @@ def _extract_block(
     owner, fact, edge_row, dst_local = owner[keep_edge], fact[keep_edge], edge_row[keep_edge], dst_local[keep_edge]
     index_dtype = torch.int16 if max_nodes <= torch.iinfo(torch.int16).max else torch.int32
     edge_index = torch.stack([pos[owner], dst_local.long()]).to(index_dtype)
-    edge_type = graph.rel[fact].to(torch.int16)
+    edge_type = graph.rel[fact].to(graph.rel_dtype)
     node_counts, edge_counts = torch.bincount(row, minlength=b), torch.bincount(edge_row, minlength=b)
     return x, edge_index, edge_type, node_counts, edge_counts, uncapped, node

@@ -426,8 +426,7 @@ def _check_int(value: Any, what: str, low: int, high: int | None = None) -> int:
 
 
 def _check_protocol_args(seed: Any, num_candidates: Any, val_queries: Any) -> tuple[int, int, int | None]:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    seed = _check_int(seed, "seed", 0)
     num_candidates = _check_int(num_candidates, "num_candidates", 2)
     if val_queries is not None:
         val_queries = _check_int(val_queries, "val_queries", 1)
@@ -486,7 +485,9 @@ def _build_protocol(
         torch.cat([test_graph, _encode(ind_valid, test_vocab.ids, relations), test_triples]), n_test, len(relations)
     )
 
-    rng = {purpose: np.random.default_rng([seed, i]) for i, purpose in enumerate(("train", "valid", "subset", "valid_rank", "test", "test_rank"))}
+    # One stream per purpose, so e.g. the test candidates do not depend on how many validation queries are ranked.
+    purposes = ("train", "valid", "subset", "valid_rank", "test", "test_rank")
+    rng = {purpose: np.random.default_rng([seed, i]) for i, purpose in enumerate(purposes)}
     positives = _without_self_loops(train_graph)
     graph_keys = _keys(train_graph, n_train, len(relations))
     train_targets = torch.cat([positives, _corrupt(positives, n_train, len(relations), graph_keys, rng["train"], split)])

@@ -198,7 +198,7 @@ def test_malformed_line_is_one_line_error(tiny_copy, tmp_path, monkeypatch):
 
 
 def test_bad_arguments(tmp_path):
-    for kwargs in ({"hops": 0}, {"max_nodes": 1}, {"num_candidates": 1}, {"val_queries": 0}, {"seed": 1.5}, {"hops": True}):
+    for kwargs in ({"hops": 0}, {"max_nodes": 1}, {"num_candidates": 1}, {"val_queries": 0}, {"seed": 1.5}, {"seed": -1}, {"hops": True}):
         with pytest.raises(nsm.ConfigError):
             load_grail("WN18RR_v1", tmp_path / "root", **kwargs)
     (tmp_path / "file").write_text("")
@@ -518,6 +518,18 @@ def real_split(tmp_path_factory):
             if copy or "could not download" not in str(exc):
                 raise
             pytest.skip(f"no local copy of GraIL's data (../shared/data/grail or $NSM_GRAIL_DIR) and no network: {exc}")
+
+
+def test_the_published_splits_verify_and_use_no_unseen_relation(monkeypatch, tmp_path):
+    copy = os.environ.get(grail.ENV_DIR) or _shared_copy()
+    if not copy:
+        pytest.skip("no local copy of GraIL's data (../shared/data/grail or $NSM_GRAIL_DIR)")
+    monkeypatch.setenv(grail.ENV_DIR, str(copy))
+    for split in grail.SPLITS:
+        paths = grail.raw_files(split, tmp_path)  # all 72 checksums
+        train = {r for _, r, _ in grail._read_triples(paths[f"{split}/train.txt"])}
+        for rel, path in paths.items():
+            assert {r for _, r, _ in grail._read_triples(path)} <= train, rel
 
 
 def test_real_split_end_to_end(real_split):

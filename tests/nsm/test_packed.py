@@ -130,3 +130,12 @@ def test_inconsistent_stores_are_rejected():
         PackedGraphs.from_dict({"x": good["x"]})
     with pytest.raises(ValueError, match="empty"):
         PackedGraphs.from_data_list([])
+
+
+def test_the_synthetic_domains_cache_payload_loads_as_a_store():
+    """nsm.data._cache packs the synthetic domains in the same layout: they can move onto the store."""
+    from nsm.data import _cache, kg
+
+    graphs = kg.generate(24, seed=0)
+    packed = PackedGraphs.from_dict(_cache.pack(graphs, {"domain": "kg"}))
+    _assert_same_as_pyg(packed, graphs, [3, 0, 23, 3], graph_keys=())
