@@ -31,10 +31,11 @@ The task (``grail_protocol``), as GraIL defines it, deterministic in ``seed``:
   once with the tail replaced: the true triple first, then ``num_candidates - 1`` distinct
   corruptions (uniformly drawn entities) that are not true triples and not self-loops. "True" is
   filtered: for validation any triple of ``<split>/{train,valid}.txt``; for the test any triple of
-  ``<split>_ind/{train,valid,test}.txt``. Where fewer corruptions exist (in nell_v1_ind, 225
-  entities, one hub is the tail of about 200 triples of some relations), the list holds all of them
+  ``<split>_ind/{train,valid,test}.txt``. Where fewer corruptions exist, the list holds all of them
   and is filled up by drawing again among them, as GraIL's sampler (which always draws with
-  replacement) does; ``GrailProtocol.padded_lists`` counts such lists.
+  replacement) does; ``GrailProtocol.padded_lists`` counts such lists. Only nell_v1 has any: its
+  test graph has 225 entities and hubs that are the tail of about 200 triples of one relation, so
+  62 of its 100 head-replaced and 19 of its 100 tail-replaced test lists repeat corruptions.
   Validation ranks a fixed seeded subset of ``val_queries`` (100) validation triples: 100 queries
   give 200 rankings, 100 x 2 x 50 = 10,000 subgraphs per evaluation, about the forward cost of one
   WN18RR_v1 training epoch (10,820 subgraphs) rather than six times it for all 630; every trial is
