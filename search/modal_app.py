@@ -49,7 +49,7 @@ from pathlib import Path
 
 import modal
 
-APP_NAME = "nsm-search"
+APP_NAME = "nsm-search"  # nsm.config.PROJECT_NAME; the launcher imports nothing of the project
 DEFAULT_GPU = "A100"
 DEFAULT_VOLUME = "nsm-search"
 VOLUME_PATH = "/results"
@@ -220,6 +220,11 @@ def _run_in_container(search_argv: Sequence[str], *, launch_id: str, volume: mod
         _release_name(search_argv, launch_id, storage_path)
         return _EXIT_USAGE
     print(f"nsm-search on Modal: search/run.py {shlex.join(argv)}", flush=True)
+    from search import driver_lock
+
+    # A retry can start while the lock of the preempted container (SIGKILLed before it could let go)
+    # is still fresh: wait for it to go stale rather than refuse the experiment, which ends the call.
+    os.environ.setdefault(driver_lock.WAIT_ENV, str(driver_lock.STALE_AFTER_S + 2 * driver_lock.HEARTBEAT_S))
     try:
         with _signals_received() as received:
             try:

@@ -557,3 +557,9 @@ def test_smoke_preempts_once_and_the_retry_resumes_the_trial(tmp_path: Path) -> 
     reported = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
     assert reported[-1] == epochs
     assert reported.count(1) == 1  # resumed from a checkpoint, not started over
+
+
+def test_app_and_volume_are_named_after_the_project():
+    from nsm.config import PROJECT_NAME
+
+    assert modal_app.APP_NAME == modal_app.DEFAULT_VOLUME == PROJECT_NAME
