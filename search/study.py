@@ -234,6 +234,10 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._ot_trials = {
             trial_id: optuna.Trial(self._ot_study, ot_trial._trial_id) for trial_id, ot_trial in self._ot_trials.items()
         }
+        # Trials the journal holds as finished although the searcher state does not (told just after
+        # the snapshot, before a SIGKILL): Ray re-runs their last epochs, and the study keeps them as told.
+        finished = {t._trial_id for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._completed_trials |= {trial_id for trial_id, ot_trial in self._ot_trials.items() if ot_trial._trial_id in finished}
         owned = {ot_trial._trial_id for trial_id, ot_trial in self._ot_trials.items() if trial_id not in self._completed_trials}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen._trial_id not in owned:

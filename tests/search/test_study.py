@@ -103,3 +103,26 @@ def test_restore_reopens_the_journal_and_fails_orphans(experiment_dir, tmp_path)
     # The set-up of the restored searcher did not enqueue the baseline a second time.
     assert not study.get_trials(states=(TrialState.WAITING,))
     assert study.trials[1].value == pytest.approx(0.65)
+
+
+def test_a_trial_told_after_the_snapshot_is_not_told_again_on_restore(experiment_dir, tmp_path):
+    """SIGKILL after the study recorded a trial's end but before Ray's snapshot did: Ray resumes the
+    trial and re-runs its last epochs; the study keeps the trial as it was told, and nothing raises."""
+    searcher = make_searcher(experiment_dir)
+    searcher.suggest("late")
+    searcher.on_trial_result("late", result(1, 0.5))
+    checkpoint = tmp_path / "searcher.pkl"
+    searcher.save(str(checkpoint))
+    searcher.on_trial_result("late", result(2, 0.6))
+    searcher.on_trial_result("late", result(3, 0.7))
+    searcher.on_trial_complete("late", result=result(3, 0.7))
+
+    restored = make_searcher(experiment_dir)
+    restored.restore(str(checkpoint))
+    restored.on_trial_result("late", result(2, 0.6))  # the re-run
+    restored.on_trial_result("late", result(3, 0.7))
+    restored.on_trial_complete("late", result=result(3, 0.7))
+
+    (trial,) = [t for t in load_study(experiment_dir).trials if t.user_attrs["ray_trial_id"] == "late"]
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.7)
+    assert trial.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
