@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -84,8 +85,8 @@ def main() -> int:
         root = Path(scratch)
         space = root / "space.yaml"
         space.write_text(textwrap.dedent(SPACE))
+        s3 = _S3() if "s3" in args.kinds else None  # first: it exports the credentials the drivers inherit
         env = {**cli_env(), "NSM_DATA_DIR": str(root / "data")}
-        s3 = _S3() if "s3" in args.kinds else None
         try:
             for run in range(args.runs):
                 for kind in args.kinds:
@@ -195,6 +196,7 @@ class _S3:
         for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
             os.environ[key] = value
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
