@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import struct
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ if __package__ in (None, ""):
 
 from analysis import _cli
 from analysis.errors import AnalysisError
+from search.wandb_offline import offline_runs, read_wandb_records, run_steps
 
 TRIAL_DIR_PREFIX = "trial_"
 WANDB_DIR = "wandb"
@@ -142,31 +142,14 @@ def _optuna_repeats(root: Path) -> list[str]:
 # W&B offline runs
 
 
-def wandb_offline_runs(wandb_dir: Path, run_id: str) -> list[Path]:
-    """The ``run-*.wandb`` files of run ``run_id``, oldest first (one per driver that logged to it)."""
-    return sorted(wandb_dir.glob(f"offline-run-*-{run_id}/run-*.wandb"))
-
-
-def wandb_steps(path: Path) -> tuple[set[str], list[int]]:
-    """Run ids and the history steps (in file order) of one ``.wandb`` file."""
-    run_ids, steps = set(), []
-    for record in read_wandb_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run_ids.add(record.run.run_id)
-        elif kind == "history":
-            steps.append(int(record.history.step.num))
-    return run_ids, steps
-
-
 def _wandb_problem(wandb_dir: Path, trial: str) -> str | None:
-    files = wandb_offline_runs(wandb_dir, trial)
+    files = offline_runs(wandb_dir, trial)
     if not files:
         return None
     run_ids: set[str] = set()
     steps: list[int] = []
     for path in files:
-        ids, file_steps = wandb_steps(path)
+        ids, file_steps = run_steps(path)
         run_ids |= ids
         steps += file_steps
     if len(run_ids) > 1:
@@ -175,37 +158,6 @@ def _wandb_problem(wandb_dir: Path, trial: str) -> str | None:
     if backwards:
         return f"steps repeat or go backwards (steps {steps})"
     return None
-
-
-def read_wandb_records(path: Path) -> list[Any]:
-    """Records of a ``run-*.wandb`` file: W&B's LevelDB-style log of ``wandb_internal`` Record protos.
-
-    W&B has no public reader for offline files; the format is 32 KiB blocks of records with a 7-byte
-    header (checksum, length, type: full / first / middle / last).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise AnalysisError(f"{path}: not a W&B run file")
-    block_size, offset, records, pending = 32 * 1024, 7, [], b""
-    while offset + 7 <= len(data):
-        left_in_block = block_size - offset % block_size
-        if left_in_block < 7:
-            offset += left_in_block  # block trailer padding
-            continue
-        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
-        payload = data[offset + 7:offset + 7 + length]
-        offset += 7 + length
-        if kind == 0 and length == 0:
-            break
-        pending = payload if kind in (1, 2) else pending + payload  # FULL/FIRST start, MIDDLE/LAST append
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
 
 
 # ------------------------------------------------------------------------------------------------

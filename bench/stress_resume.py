@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))  # tests.search.interrupts: the tests' own event waits
 
-from analysis.audit import audit_experiment, read_wandb_records, wandb_offline_runs  # noqa: E402
+from analysis.audit import audit_experiment  # noqa: E402
+from search.wandb_offline import offline_runs, read_wandb_records  # noqa: E402
 from search import storage  # noqa: E402
 from tests.search.interrupts import (  # noqa: E402
     cli,
@@ -178,7 +179,7 @@ def _tally(experiment: Path, tally: Tally, run: int) -> None:
     if not audit.ok:
         tally.notes.append(f"run {run}: " + "; ".join(audit.lines()[1:]))
     for row in rows:
-        files = wandb_offline_runs(experiment / "wandb", row["trial_id"])
+        files = offline_runs(experiment / "wandb", row["trial_id"])
         if files and not any(r.WhichOneof("record_type") == "exit" for r in read_wandb_records(files[-1])):
             tally.runs_unfinished += 1
             tally.notes.append(f"run {run}: W&B run {row['trial_id']} has no exit record")

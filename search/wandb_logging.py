@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from ray.air.constants import TRAINING_ITERATION
@@ -26,6 +27,7 @@ from ray.air.integrations.wandb import WANDB_PROCESS_RUN_INFO_HOOK, WandbLoggerC
 
 from nsm import metrics as nsm_metrics
 from search.result_loggers import EPOCH_KEY, highest_recorded_epoch
+from search.wandb_offline import highest_logged_step
 
 
 def define_summaries(run: Any) -> None:
@@ -55,8 +57,12 @@ class FlushingWandbLoggerCallback(WandbLoggerCallback):
         self._logged_epoch: dict[Any, float] = {}
 
     def log_trial_start(self, trial: Any) -> None:
-        # What earlier drivers (or this one, before a retry) logged for this trial.
-        self._logged_epoch[trial] = max(self._logged_epoch.get(trial, -math.inf), highest_recorded_epoch(trial))
+        # What earlier drivers (or this one, before a retry) logged for this trial: its results, and
+        # for offline runs the run files themselves, which a SIGKILLed driver may have written further
+        # than the results it had synced. (Online, W&B itself drops steps below the resumed run's.)
+        wandb_dir = Path(self.kwargs.get("dir") or ".") / "wandb"
+        self._logged_epoch[trial] = max(self._logged_epoch.get(trial, -math.inf), highest_recorded_epoch(trial),
+                                        highest_logged_step(wandb_dir, trial.trial_id))
         super().log_trial_start(trial)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from analysis.audit import audit_experiment, wandb_offline_runs, wandb_steps
+from analysis.audit import audit_experiment
+from search.wandb_offline import offline_runs, run_steps
 from search import driver_lock, stopping
 from search.run import main
 from search.study import load_study
@@ -168,8 +169,8 @@ def test_sigterm_then_resume_records_every_epoch_once_and_reruns_nothing(tmp_pat
     for trial_id in recorded_epochs(experiment_dir):
         steps = []
         run_ids = set()
-        for path in wandb_offline_runs(experiment_dir / "wandb", trial_id):
-            ids, file_steps = wandb_steps(path)
+        for path in offline_runs(experiment_dir / "wandb", trial_id):
+            ids, file_steps = run_steps(path)
             run_ids |= ids
             steps += file_steps
         assert run_ids == {trial_id} and steps == list(range(1, EPOCHS + 1)), (trial_id, steps)

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
-from analysis.audit import read_wandb_records
+from search.wandb_offline import read_wandb_records
 from search.run import main
 from search.study import load_study
 from search.trainable import TRIAL_INFO_FILE, train_nsm
