@@ -31,6 +31,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallback
 from search.settings import SearchSettings
 from search.stopping import GracefulStop
+from search.surviving_checkpoints import ResumeFromSurvivingCheckpoint
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
 
@@ -172,7 +173,7 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
 
 
 def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
-    loggers: list[tune.Callback] = [EpochJsonLoggerCallback(), EpochCSVLoggerCallback()]
+    loggers: list[tune.Callback] = [EpochJsonLoggerCallback(), EpochCSVLoggerCallback(), ResumeFromSurvivingCheckpoint()]
     stop = GracefulStop(settings.name, settings.time_budget_s)
     if wandb_mode == "disabled":
         return [*loggers, stop]

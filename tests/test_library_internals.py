@@ -121,3 +121,14 @@ def test_ray_tune_logger_and_search_generator_internals(tmp_path):
     context = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial_x")
     check_internals(context, ["storage_filesystem", "storage_fs_path", "trial_fs_path", "experiment_dir_name"],
                     "search/result_loggers.py, search/tuner.py")
+
+
+def test_ray_checkpoint_manager_internals():
+    # search/surviving_checkpoints.py re-points a restored trial at a checkpoint that still exists.
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune.experiment.trial import _TrainingRunMetadata
+
+    check_internals(_CheckpointManager(CheckpointConfig()), ["_checkpoint_results", "_latest_checkpoint_result"],
+                    "search/surviving_checkpoints.py")
+    check_internals(_TrainingRunMetadata(), ["checkpoint_manager"], "search/surviving_checkpoints.py")

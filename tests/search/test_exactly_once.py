@@ -295,3 +295,36 @@ def test_a_spent_time_budget_leaves_trials_not_started_and_resumes_with_a_new_bu
     audit = audit_experiment(storage / name)
     assert audit.ok and audit.trials == SAMPLES, audit.lines()
     shutil.rmtree(storage)
+
+
+def test_a_trial_whose_latest_checkpoint_was_deleted_resumes_from_one_that_survives(ray_session, tmp_path):
+    """After a SIGKILL, Ray's snapshot can name a latest checkpoint that Ray deleted afterwards."""
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+    from ray.tune.registry import register_trainable
+
+    from search.surviving_checkpoints import ResumeFromSurvivingCheckpoint
+
+    register_trainable("surviving_stand_in", lambda config: None)
+    trial = Trial("surviving_stand_in", config={}, trial_id="t1",
+                  storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial_t1"))
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_acc"))
+    trial.run_metadata.checkpoint_manager = manager
+    for epoch, val_acc in [(1, 0.9), (2, 0.8), (3, 0.5)]:
+        directory = tmp_path / f"checkpoint_{epoch}"
+        directory.mkdir()
+        manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(directory)), {"epoch": epoch, "val_acc": val_acc}))
+    assert trial.checkpoint.path.endswith("checkpoint_3")
+    (tmp_path / "checkpoint_3").rmdir()  # deleted after the snapshot that names it
+
+    ResumeFromSurvivingCheckpoint().on_step_begin(0, [trial])
+    assert trial.checkpoint.path.endswith("checkpoint_2")  # the newest kept one that exists
+
+    (tmp_path / "checkpoint_2").rmdir()
+    (tmp_path / "checkpoint_1").rmdir()
+    ResumeFromSurvivingCheckpoint().on_step_begin(0, [trial])
+    assert trial.checkpoint is None  # none left: the trial starts over
