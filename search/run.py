@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPUs per trial, also the trial's torch threads (default: 1; with GPUs, the node's CPUs "
                              "shared among its trials, at most 4)")
     parser.add_argument("--gpus-per-trial", type=float, default=None,
-                        help="GPUs per trial; fractions such as 0.25 pack trials onto one GPU and cap each trial's CUDA "
-                             "memory to its share (default: 0.25 when the cluster has GPUs, else 0)")
+                        help="GPUs per trial, at most 1; fractions such as 0.25 pack trials onto one GPU and cap "
+                             "each trial's CUDA memory to its share (default: 0.25 when the cluster has GPUs, else 0)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials running at once (default: as many as the cluster's resources fit)")
     parser.add_argument("--address", default=None,
