@@ -143,7 +143,8 @@ class _FunctionCounter(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = _HOST_COPY_METHODS.get(func)
-        if name is not None and self.counter.cpu_is_device and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu":
+        tensor = args[0] if args else None
+        if name is not None and self.counter.cpu_is_device and isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
             self.counter._record(f"host copy ({name})")
         return func(*args, **kwargs)
 

@@ -129,7 +129,9 @@ def classify_out_of_memory(error: BaseException, peak_reserved_bytes: int, cap_b
     return INFEASIBLE if peak_reserved_bytes + requested >= NEAR_CAP * cap_bytes else RETRY
 
 
-def out_of_memory_verdict(error: BaseException, device: torch.device, cap_bytes: int | None, cuda: Any = torch.cuda) -> str | None:
+def out_of_memory_verdict(
+    error: BaseException, device: torch.device, cap_bytes: int | None, cuda: Any = torch.cuda
+) -> str | None:
     """:func:`classify_out_of_memory`'s verdict on a CUDA out-of-memory error; None for any other error.
 
     ``cap_bytes`` is what :func:`prepare_trial_memory` returned, and the peak it compares against is

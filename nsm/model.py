@@ -66,9 +66,12 @@ class RelationalEdges:
         blocks = (count + BLOCK - 1) // BLOCK
         block_end = blocks.cumsum(0)
         grouped_type, order = torch.sort(edge_type, stable=True)
+        # An edge's slot: its relation's first block, plus its rank among that relation's edges.
         rank = torch.arange(num_edges, device=edge_type.device) - (count.cumsum(0) - count).index_select(0, grouped_type)
-        slot = torch.empty_like(edge_type).index_copy_(0, order, (block_end - blocks).index_select(0, grouped_type) * BLOCK + rank)
-        num_blocks = (num_edges + num_relations * (BLOCK - 1)) // BLOCK if num_edges else 0  # padding points at node 0
+        grouped_slot = (block_end - blocks).index_select(0, grouped_type) * BLOCK + rank
+        slot = torch.empty_like(edge_type).index_copy_(0, order, grouped_slot)
+        # Without edges there are no blocks (and maybe no node 0 for padding to point at).
+        num_blocks = (num_edges + num_relations * (BLOCK - 1)) // BLOCK if num_edges else 0
         block_relation = torch.searchsorted(block_end, torch.arange(num_blocks, device=edge_type.device), right=True)
         layout = cls(
             src=edge_index.new_zeros(num_blocks * BLOCK),
@@ -81,7 +84,9 @@ class RelationalEdges:
         )
         return layout.renumbered(edge_index, edge_weight, num_nodes, edge_mask)
 
-    def renumbered(self, edge_index: Tensor, edge_weight: Tensor, num_nodes: int, edge_mask: Tensor | None = None) -> RelationalEdges:
+    def renumbered(
+        self, edge_index: Tensor, edge_weight: Tensor, num_nodes: int, edge_mask: Tensor | None = None
+    ) -> RelationalEdges:
         """The same edges, in the same slots, with new endpoints (on ``num_nodes`` nodes) and presence."""
         src, dst = edge_index
         degree_slot = dst * self.num_relations + self.edge_type
@@ -133,11 +138,12 @@ class RelationalConv(nn.Module):
         self.root.reset_parameters()
 
     def forward(self, x: Tensor, edges: RelationalEdges) -> Tensor:
-        relation_weights = (self.coefficients @ self.bases.view(self.num_bases, -1)).view(-1, self.in_channels, self.out_channels)
+        relation_weights = self.coefficients @ self.bases.view(self.num_bases, -1)  # W_r, flattened
+        relation_weights = relation_weights.view(-1, self.in_channels, self.out_channels)
         sources = (x.index_select(0, edges.src) * edges.norm.unsqueeze(1)).view(-1, BLOCK, self.in_channels)
         messages = torch.bmm(sources, relation_weights.index_select(0, edges.block_relation))
-        aggregated = x.new_zeros(x.size(0), self.out_channels).index_add(0, edges.dst, messages.view(-1, self.out_channels))
-        return aggregated + self.root(x)
+        messages = messages.view(-1, self.out_channels)
+        return x.new_zeros(x.size(0), self.out_channels).index_add(0, edges.dst, messages) + self.root(x)
 
     def __repr__(self) -> str:
         return (
@@ -189,7 +195,7 @@ class TopKPool(nn.Module):
     gate by :math:`\mathbf{y}` lets the scorer learn. Edges between kept nodes survive with their type
     and confidence.
 
-    Pooling is two steps so that the caller can read every size it needs at once: :meth:`select`
+    Pooling is two steps so that the caller can read every size it needs at once: :meth:`choose`
     decides on the device (the same nodes, in the same order, as PyG's ``SelectTopK``, whose parameter
     :math:`\mathbf{p}` and initialisation this module keeps), and :meth:`forward` gathers, given the
     counts read on the host. PyG's own top-k reads the largest graph index and selects with a boolean
@@ -231,8 +237,8 @@ class TopKPool(nn.Module):
         """Pool ``level`` as ``selection`` says.
 
         ``num_kept`` is ``selection.kept_per_graph.sum()`` and ``num_edges`` is
-        ``selection.edge_kept.sum()``, both read by the caller; without ``num_edges`` the pooled level
-        keeps ``level``'s edge list and marks the absent edges in ``edge_mask``.
+        ``selection.edge_kept.count_nonzero()``, both read by the caller; without ``num_edges`` the
+        pooled level keeps ``level``'s edge list and marks the absent edges in ``edge_mask``.
         """
         device = level.x.device
         slot = torch.arange(num_kept, device=device)
@@ -244,11 +250,15 @@ class TopKPool(nn.Module):
         x = level.x.index_select(0, kept) * selection.score.index_select(0, kept).unsqueeze(-1)
 
         position = torch.zeros(level.x.size(0), dtype=torch.long, device=device).index_copy_(0, kept, slot)
-        edge_index, edge_type, edge_weight, edge_mask = level.edge_index, level.edge_type, level.edge_weight, selection.edge_kept
+        edge_index, edge_type, edge_weight = level.edge_index, level.edge_type, level.edge_weight
+        edge_mask: Tensor | None = selection.edge_kept
         if num_edges is not None:
-            surviving = torch.searchsorted(edge_mask.to(torch.long).cumsum(0), torch.arange(1, num_edges + 1, device=device))
+            # The n-th surviving edge is where the running count of survivors first reaches n.
+            survivors = edge_mask.to(torch.long).cumsum(0)
+            surviving = torch.searchsorted(survivors, torch.arange(1, num_edges + 1, device=device))
             edge_index = edge_index.index_select(1, surviving)
-            edge_type, edge_weight, edge_mask = edge_type.index_select(0, surviving), edge_weight.index_select(0, surviving), None
+            edge_type, edge_weight = edge_type.index_select(0, surviving), edge_weight.index_select(0, surviving)
+            edge_mask = None
         return Level(
             x=x,
             edge_index=position.index_select(0, edge_index.reshape(-1)).view(2, -1),
