@@ -73,34 +73,43 @@ class RelationalEdges:
         # Without edges there are no blocks (and maybe no node 0 for padding to point at).
         num_blocks = (num_edges + num_relations * (BLOCK - 1)) // BLOCK if num_edges else 0
         block_relation = torch.searchsorted(block_end, torch.arange(num_blocks, device=edge_type.device), right=True)
-        layout = cls(
-            src=edge_index.new_zeros(num_blocks * BLOCK),
-            dst=edge_index.new_zeros(num_blocks * BLOCK),
-            norm=edge_weight.new_zeros(num_blocks * BLOCK),
-            block_relation=block_relation.clamp_(max=num_relations - 1),  # blocks past the last used: all padding
-            slot=slot,
-            edge_type=edge_type,
-            num_relations=num_relations,
-        )
-        return layout.renumbered(edge_index, edge_weight, num_nodes, edge_mask)
+        block_relation = block_relation.clamp_(max=num_relations - 1)  # blocks past the last used: all padding
+        return cls._placed(edge_index, edge_weight, num_nodes, edge_mask, slot, edge_type, block_relation, num_relations)
 
     def renumbered(
         self, edge_index: Tensor, edge_weight: Tensor, num_nodes: int, edge_mask: Tensor | None = None
     ) -> RelationalEdges:
         """The same edges, in the same slots, with new endpoints (on ``num_nodes`` nodes) and presence."""
-        src, dst = edge_index
-        degree_slot = dst * self.num_relations + self.edge_type
+        return self._placed(
+            edge_index, edge_weight, num_nodes, edge_mask, self.slot, self.edge_type, self.block_relation, self.num_relations
+        )
+
+    @classmethod
+    def _placed(
+        cls,
+        edge_index: Tensor,
+        edge_weight: Tensor,
+        num_nodes: int,
+        edge_mask: Tensor | None,
+        slot: Tensor,
+        edge_type: Tensor,
+        block_relation: Tensor,
+        num_relations: int,
+    ) -> RelationalEdges:
+        num_slots = block_relation.numel() * BLOCK
+        degree_slot = edge_index[1] * num_relations + edge_type
         present = torch.ones_like(edge_weight) if edge_mask is None else edge_mask.to(edge_weight.dtype)
-        degree = edge_weight.new_zeros(num_nodes * self.num_relations).index_add_(0, degree_slot, present)
+        degree = edge_weight.new_zeros(num_nodes * num_relations).index_add_(0, degree_slot, present)
         norm = edge_weight * present / degree.clamp(min=1).index_select(0, degree_slot)
-        return RelationalEdges(
-            src=torch.zeros_like(self.src).index_copy_(0, self.slot, src),
-            dst=torch.zeros_like(self.dst).index_copy_(0, self.slot, dst),
-            norm=torch.zeros_like(self.norm).index_copy_(0, self.slot, norm),
-            block_relation=self.block_relation,
-            slot=self.slot,
-            edge_type=self.edge_type,
-            num_relations=self.num_relations,
+        endpoints = edge_index.new_zeros(2, num_slots).index_copy_(1, slot, edge_index)
+        return cls(
+            src=endpoints[0],
+            dst=endpoints[1],
+            norm=edge_weight.new_zeros(num_slots).index_copy_(0, slot, norm),
+            block_relation=block_relation,
+            slot=slot,
+            edge_type=edge_type,
+            num_relations=num_relations,
         )
 
 
@@ -142,8 +151,7 @@ class RelationalConv(nn.Module):
         relation_weights = relation_weights.view(-1, self.in_channels, self.out_channels)
         sources = (x.index_select(0, edges.src) * edges.norm.unsqueeze(1)).view(-1, BLOCK, self.in_channels)
         messages = torch.bmm(sources, relation_weights.index_select(0, edges.block_relation))
-        messages = messages.view(-1, self.out_channels)
-        return x.new_zeros(x.size(0), self.out_channels).index_add(0, edges.dst, messages) + self.root(x)
+        return self.root(x).index_add_(0, edges.dst, messages.view(-1, self.out_channels))
 
     def __repr__(self) -> str:
         return (
@@ -279,7 +287,7 @@ def unpool(x_coarse: Tensor, fine: Level, kept: Tensor) -> Tensor:
         \operatorname{mean}_{j \in \mathcal{N}(i),\, j \text{ kept}} \mathbf{x}'_{\pi(j)}
 
     The mean is a scatter over all of the fine level's edges, each weighted 1 if its source was kept
-    (and the edge exists at that level), else 0. A dropped node with no kept neighbour starts from
+    (and the edge exists at that level), else 0; no boolean mask selects edges. A dropped node with no kept neighbour starts from
     zero; the relational convolution that follows unpooling gives it context from the reconstructed
     neighbourhood.
     """
@@ -288,9 +296,11 @@ def unpool(x_coarse: Tensor, fine: Level, kept: Tensor) -> Tensor:
     is_kept = x_coarse.new_zeros(num_nodes).index_fill_(0, kept, 1.0)
     src, dst = fine.edge_index
     from_kept = is_kept.index_select(0, src)
+    messages = placed.index_select(0, src)  # zero from dropped sources already
     if fine.edge_mask is not None:
         from_kept = from_kept * fine.edge_mask
-    total = placed.new_zeros(num_nodes, channels).index_add(0, dst, placed.index_select(0, src) * from_kept.unsqueeze(1))
+        messages = messages * fine.edge_mask.unsqueeze(1)
+    total = placed.new_zeros(num_nodes, channels).index_add_(0, dst, messages)
     count = from_kept.new_zeros(num_nodes).index_add_(0, dst, from_kept)
     filled = total / count.clamp(min=1).unsqueeze(1)
     return torch.where(is_kept.unsqueeze(1) > 0, placed, filled)
