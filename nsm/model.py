@@ -4,6 +4,12 @@ Level 1 is the input graph. WHY abstracts it twice with learned top-k pooling (l
 the graph classifier reads level 3. WHAT concretises level 3 back to level 1, and the cycle-consistency
 loss asks WHAT(WHY(x)) to reproduce the input node features at every level-1 node, including the
 nodes that pooling dropped, which WHAT must infer from their kept neighbours.
+
+On a GPU the host only waits for the device when it needs a value back. A forward pass reads back
+three numbers at once: how many nodes levels 2 and 3 keep and how many edges level 2 keeps. Every
+other shape follows from them and from ``num_graphs``: top-k selection runs on the device, level 3
+keeps level 2's edge list and marks the edges that lost an end, and nothing selects with a boolean
+mask.
 """
 
 from __future__ import annotations
@@ -14,7 +20,97 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.pool.select import SelectTopK
-from torch_geometric.utils import scatter, subgraph
+from torch_geometric.utils import scatter
+
+
+BLOCK = 64
+"""Edge slots per block of :class:`RelationalEdges`: big enough for dense products, small enough that
+padding (up to one block per relation) stays a fraction of a batch's edges."""
+
+
+@dataclass
+class RelationalEdges:
+    r"""A graph's typed edges laid out for :class:`RelationalConv`, with each edge's factor
+    :math:`c_{ji} / |\mathcal{N}_r(i)|`, where :math:`|\mathcal{N}_r(i)|` counts the edges of relation
+    :math:`r` into node :math:`i`.
+
+    Edges are grouped by relation into blocks of :data:`BLOCK` slots, so that each block holds edges of
+    one relation only (the remaining slots are padding with factor 0). The number of blocks,
+    :math:`\lfloor (E + R(\mathit{BLOCK} - 1)) / \mathit{BLOCK} \rfloor`, depends only on the number of
+    edges and relations, so building the layout reads nothing from the device. Build it once per graph
+    and share it between the convolutions over that graph.
+    """
+
+    src: Tensor  # [S] source node of each slot (0 for padding)
+    dst: Tensor  # [S] target node of each slot (0 for padding)
+    norm: Tensor  # [S] c_ji / |N_r(i)| of each slot's edge, 0 for padding and absent edges
+    block_relation: Tensor  # [S / BLOCK] the relation of each block's edges
+    slot: Tensor  # [E] each edge's slot
+    edge_type: Tensor  # [E]
+    num_relations: int
+
+    @classmethod
+    def build(
+        cls,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        edge_weight: Tensor,
+        num_nodes: int,
+        num_relations: int,
+        edge_mask: Tensor | None = None,
+    ) -> RelationalEdges:
+        """Lay out ``edge_index`` by relation; edges with ``edge_mask`` 0 are absent (factor 0, not counted)."""
+        num_edges = edge_type.numel()
+        count = torch.zeros(num_relations, dtype=torch.long, device=edge_type.device)
+        count.index_add_(0, edge_type, torch.ones_like(edge_type))
+        blocks = (count + BLOCK - 1) // BLOCK
+        block_end = blocks.cumsum(0)
+        grouped_type, order = torch.sort(edge_type, stable=True)
+        # An edge's slot: its relation's first block, plus its rank among that relation's edges.
+        rank = torch.arange(num_edges, device=edge_type.device) - (count.cumsum(0) - count).index_select(0, grouped_type)
+        grouped_slot = (block_end - blocks).index_select(0, grouped_type) * BLOCK + rank
+        slot = torch.empty_like(edge_type).index_copy_(0, order, grouped_slot)
+        # Without edges there are no blocks (and maybe no node 0 for padding to point at).
+        num_blocks = (num_edges + num_relations * (BLOCK - 1)) // BLOCK if num_edges else 0
+        block_relation = torch.searchsorted(block_end, torch.arange(num_blocks, device=edge_type.device), right=True)
+        block_relation = block_relation.clamp_(max=num_relations - 1)  # blocks past the last used: all padding
+        return cls._placed(edge_index, edge_weight, num_nodes, edge_mask, slot, edge_type, block_relation, num_relations)
+
+    def renumbered(
+        self, edge_index: Tensor, edge_weight: Tensor, num_nodes: int, edge_mask: Tensor | None = None
+    ) -> RelationalEdges:
+        """The same edges, in the same slots, with new endpoints (on ``num_nodes`` nodes) and presence."""
+        return self._placed(
+            edge_index, edge_weight, num_nodes, edge_mask, self.slot, self.edge_type, self.block_relation, self.num_relations
+        )
+
+    @classmethod
+    def _placed(
+        cls,
+        edge_index: Tensor,
+        edge_weight: Tensor,
+        num_nodes: int,
+        edge_mask: Tensor | None,
+        slot: Tensor,
+        edge_type: Tensor,
+        block_relation: Tensor,
+        num_relations: int,
+    ) -> RelationalEdges:
+        num_slots = block_relation.numel() * BLOCK
+        degree_slot = edge_index[1] * num_relations + edge_type
+        present = torch.ones_like(edge_weight) if edge_mask is None else edge_mask.to(edge_weight.dtype)
+        degree = edge_weight.new_zeros(num_nodes * num_relations).index_add_(0, degree_slot, present)
+        norm = edge_weight * present / degree.clamp(min=1).index_select(0, degree_slot)
+        endpoints = edge_index.new_zeros(2, num_slots).index_copy_(1, slot, edge_index)
+        return cls(
+            src=endpoints[0],
+            dst=endpoints[1],
+            norm=edge_weight.new_zeros(num_slots).index_copy_(0, slot, norm),
+            block_relation=block_relation,
+            slot=slot,
+            edge_type=edge_type,
+            num_relations=num_relations,
+        )
 
 
 class RelationalConv(nn.Module):
@@ -26,10 +122,10 @@ class RelationalConv(nn.Module):
         \qquad \mathbf{W}_r = \sum_{b=1}^{B} a_{rb} \mathbf{V}_b
 
     where :math:`c_{ji}` is the confidence of edge :math:`j \to i`. This is PyG's ``RGCNConv`` with
-    basis decomposition plus a per-edge weight, which ``RGCNConv`` does not accept. Every node is
-    transformed by the :math:`B` bases in one dense product; each edge then mixes its source's
-    :math:`B` rows with its relation's coefficients, so no :math:`\mathbf{W}_r` is ever applied to
-    every node.
+    basis decomposition plus a per-edge weight, which ``RGCNConv`` does not accept. The edges come as
+    :class:`RelationalEdges`, grouped by relation in blocks: each block is one dense product of its
+    edges' source rows with its relation's :math:`\mathbf{W}_r`, so an edge costs one
+    :math:`C_{in} \times C_{out}` product and no node is transformed by all :math:`B` bases.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_relations: int, num_bases: int):
@@ -50,20 +146,12 @@ class RelationalConv(nn.Module):
         nn.init.normal_(self.coefficients, std=self.num_bases**-0.5)
         self.root.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_weight: Tensor) -> Tensor:
-        num_nodes = x.size(0)
-        src, dst = edge_index
-        slot = dst * self.num_relations + edge_type
-        per_relation_degree = scatter(
-            torch.ones_like(edge_weight), slot, dim=0, dim_size=num_nodes * self.num_relations, reduce="sum"
-        )
-        edge_scale = edge_weight / per_relation_degree[slot]
-        # x V_b for every basis in one product, then each edge mixes its source's B rows with its
-        # relation's coefficients: cheaper than x W_r for all R relations when B < R.
-        per_basis = (x @ self.bases.permute(1, 0, 2).reshape(self.in_channels, -1)).view(num_nodes, self.num_bases, -1)
-        mix = (self.coefficients[edge_type] * edge_scale.unsqueeze(1)).unsqueeze(1)
-        messages = torch.bmm(mix, per_basis[src]).squeeze(1)
-        return scatter(messages, dst, dim=0, dim_size=num_nodes, reduce="sum") + self.root(x)
+    def forward(self, x: Tensor, edges: RelationalEdges) -> Tensor:
+        relation_weights = self.coefficients @ self.bases.view(self.num_bases, -1)  # W_r, flattened
+        relation_weights = relation_weights.view(-1, self.in_channels, self.out_channels)
+        sources = (x.index_select(0, edges.src) * edges.norm.unsqueeze(1)).view(-1, BLOCK, self.in_channels)
+        messages = torch.bmm(sources, relation_weights.index_select(0, edges.block_relation))
+        return self.root(x).index_add_(0, edges.dst, messages.view(-1, self.out_channels))
 
     def __repr__(self) -> str:
         return (
@@ -74,49 +162,120 @@ class RelationalConv(nn.Module):
 
 @dataclass
 class Level:
-    """One level of the hierarchy: its graph and, for levels above 1, where its nodes came from."""
+    """One level of the hierarchy: its graph and, for levels above 1, where its nodes came from.
+
+    Level 3 keeps level 2's edge list, re-pointed at its own nodes, with ``edge_mask`` 1 for the edges
+    whose two ends it kept and 0 for the others (which point at node 0), so its shapes follow from
+    level 2's without a read from the device.
+    """
 
     x: Tensor
     edge_index: Tensor
     edge_type: Tensor
-    edge_weight: Tensor
+    edge_weight: Tensor  # the input confidences c_ji
     batch: Tensor
+    graph_sizes: Tensor | None = None  # nodes per graph, [num_graphs]; needed to pool this level
     kept: Tensor | None = None  # indices into the level below of the nodes pooling kept
+    edge_mask: Tensor | None = None  # 1.0 where the edge exists at this level; None: all do
+    edges: RelationalEdges | None = None  # the convolutions' layout of the edges
+
+
+@dataclass
+class Selection:
+    """The nodes a pooling keeps, decided on the device; their counts stay tensors until read."""
+
+    score: Tensor  # [N] the gate y
+    ranked: Tensor  # [N] nodes grouped by graph, best first
+    kept_per_graph: Tensor  # [num_graphs]
+    is_kept: Tensor  # [N] 1.0 for kept nodes
+    edge_kept: Tensor  # [E] 1.0 for edges that exist and whose two ends are kept
 
 
 class TopKPool(nn.Module):
     r"""Learned top-k pooling (Graph U-Nets) that keeps relation types and confidences of surviving edges.
 
     .. math::
-        \mathbf{y} = \tanh(\mathbf{X}\mathbf{p} / \|\mathbf{p}\|), \quad
-        \mathbf{i} = \mathrm{top}_{\lceil kN \rceil}(\mathbf{y}), \quad
+        \mathbf{y} = \sigma(\mathbf{X}\mathbf{p} / \|\mathbf{p}\|), \quad
+        \mathbf{i} = \mathrm{top}_{\lceil \rho N_g \rceil}(\mathbf{y}) \text{ in each graph } g, \quad
         \mathbf{X}' = (\mathbf{X} \odot \mathbf{y})_{\mathbf{i}}
 
-    Selection is PyG's ``SelectTopK``; the gate by :math:`\mathbf{y}` lets the scorer learn. Edges between
-    kept nodes survive with their type and confidence.
+    with :math:`\sigma` the logistic function and :math:`\rho` the ratio (1 keeps every node). The
+    gate by :math:`\mathbf{y}` lets the scorer learn. Edges between kept nodes survive with their type
+    and confidence.
+
+    Pooling is two steps so that the caller can read every size it needs at once: :meth:`choose`
+    decides on the device (the same nodes, in the same order, as PyG's ``SelectTopK``, whose parameter
+    :math:`\mathbf{p}` and initialisation this module keeps), and :meth:`forward` gathers, given the
+    counts read on the host. PyG's own top-k reads the largest graph index and selects with a boolean
+    mask (two waits), and reads a ratio of 1 as "one node".
     """
 
     def __init__(self, channels: int, ratio: float):
         super().__init__()
-        self.select = SelectTopK(channels, ratio=ratio, act="sigmoid")
+        self.ratio = float(ratio)
+        self.select = SelectTopK(channels, ratio=ratio, act="sigmoid")  # holds p; its forward is not used
 
     def reset_parameters(self) -> None:
         self.select.reset_parameters()
 
-    def forward(self, level: Level) -> Level:
-        selection = self.select(level.x, level.batch)
-        kept = selection.node_index
-        x = level.x[kept] * selection.weight.unsqueeze(-1)
-        edge_index, _, edge_mask = subgraph(
-            kept, level.edge_index, relabel_nodes=True, num_nodes=level.x.size(0), return_edge_mask=True
-        )
+    def num_kept(self, graph_sizes: Tensor) -> Tensor:
+        r"""Nodes kept per graph, :math:`\lceil \rho N_g \rceil`."""
+        return (self.ratio * graph_sizes.to(self.select.weight.dtype)).ceil().to(torch.long)
+
+    def choose(self, level: Level) -> Selection:
+        """Rank ``level``'s nodes and mark the kept nodes and edges, without reading from the device."""
+        weight = self.select.weight
+        score = self.select.act((level.x * weight).sum(dim=-1) / weight.norm(p=2, dim=-1))
+        # PyG's order: by score, then stably by graph.
+        order = torch.sort(score, descending=True).indices
+        grouped_batch, by_graph = torch.sort(level.batch.index_select(0, order), stable=True)
+        ranked = order.index_select(0, by_graph)
+        kept_per_graph = self.num_kept(level.graph_sizes)
+        first = level.graph_sizes.cumsum(0) - level.graph_sizes
+        rank = torch.arange(ranked.numel(), device=ranked.device) - first.index_select(0, grouped_batch)
+        kept_in_order = (rank < kept_per_graph.index_select(0, grouped_batch)).to(score.dtype)
+        is_kept = torch.zeros_like(score).index_copy_(0, ranked, kept_in_order)
+        src, dst = level.edge_index
+        edge_kept = is_kept.index_select(0, src) * is_kept.index_select(0, dst)
+        if level.edge_mask is not None:
+            edge_kept = edge_kept * level.edge_mask
+        return Selection(score, ranked, kept_per_graph, is_kept, edge_kept)
+
+    def forward(self, level: Level, selection: Selection, num_kept: int, num_edges: int | None = None) -> Level:
+        """Pool ``level`` as ``selection`` says.
+
+        ``num_kept`` is ``selection.kept_per_graph.sum()`` and ``num_edges`` is
+        ``selection.edge_kept.count_nonzero()``, both read by the caller; without ``num_edges`` the
+        pooled level keeps ``level``'s edge list and marks the absent edges in ``edge_mask``.
+        """
+        device = level.x.device
+        slot = torch.arange(num_kept, device=device)
+        end = selection.kept_per_graph.cumsum(0)
+        batch = torch.searchsorted(end, slot, right=True)
+        first = level.graph_sizes.cumsum(0) - level.graph_sizes
+        rank = slot - (end - selection.kept_per_graph).index_select(0, batch)
+        kept = selection.ranked.index_select(0, first.index_select(0, batch) + rank)
+        x = level.x.index_select(0, kept) * selection.score.index_select(0, kept).unsqueeze(-1)
+
+        position = torch.zeros(level.x.size(0), dtype=torch.long, device=device).index_copy_(0, kept, slot)
+        edge_index, edge_type, edge_weight = level.edge_index, level.edge_type, level.edge_weight
+        edge_mask: Tensor | None = selection.edge_kept
+        if num_edges is not None:
+            # The n-th surviving edge is where the running count of survivors first reaches n.
+            survivors = edge_mask.to(torch.long).cumsum(0)
+            surviving = torch.searchsorted(survivors, torch.arange(1, num_edges + 1, device=device))
+            edge_index = edge_index.index_select(1, surviving)
+            edge_type, edge_weight = edge_type.index_select(0, surviving), edge_weight.index_select(0, surviving)
+            edge_mask = None
         return Level(
             x=x,
-            edge_index=edge_index,
-            edge_type=level.edge_type[edge_mask],
-            edge_weight=level.edge_weight[edge_mask],
-            batch=level.batch[kept],
+            edge_index=position.index_select(0, edge_index.reshape(-1)).view(2, -1),
+            edge_type=edge_type,
+            edge_weight=edge_weight,
+            batch=batch,
+            graph_sizes=selection.kept_per_graph,
             kept=kept,
+            edge_mask=edge_mask,
         )
 
 
@@ -127,18 +286,24 @@ def unpool(x_coarse: Tensor, fine: Level, kept: Tensor) -> Tensor:
         \mathbf{h}_i = \mathbf{x}'_{\pi(i)} \text{ if } i \text{ was kept, else }
         \operatorname{mean}_{j \in \mathcal{N}(i),\, j \text{ kept}} \mathbf{x}'_{\pi(j)}
 
-    A dropped node with no kept neighbour starts from zero; the relational convolution that follows
-    unpooling gives it context from the reconstructed neighbourhood.
+    The mean is a scatter over all of the fine level's edges, each weighted 1 if its source was kept
+    (and the edge exists at that level), else 0; no boolean mask selects edges. A dropped node with no kept neighbour starts from
+    zero; the relational convolution that follows unpooling gives it context from the reconstructed
+    neighbourhood.
     """
-    num_nodes = fine.x.size(0)
-    placed = x_coarse.new_zeros(num_nodes, x_coarse.size(1))
-    placed[kept] = x_coarse
-    is_kept = torch.zeros(num_nodes, dtype=torch.bool, device=x_coarse.device)
-    is_kept[kept] = True
+    num_nodes, channels = fine.x.size(0), x_coarse.size(1)
+    placed = x_coarse.new_zeros(num_nodes, channels).index_copy(0, kept, x_coarse)
+    is_kept = x_coarse.new_zeros(num_nodes).index_fill_(0, kept, 1.0)
     src, dst = fine.edge_index
-    from_kept = is_kept[src]
-    filled = scatter(placed[src[from_kept]], dst[from_kept], dim=0, dim_size=num_nodes, reduce="mean")
-    return torch.where(is_kept.unsqueeze(1), placed, filled)
+    from_kept = is_kept.index_select(0, src)
+    messages = placed.index_select(0, src)  # zero from dropped sources already
+    if fine.edge_mask is not None:
+        from_kept = from_kept * fine.edge_mask
+        messages = messages * fine.edge_mask.unsqueeze(1)
+    total = placed.new_zeros(num_nodes, channels).index_add_(0, dst, messages)
+    count = from_kept.new_zeros(num_nodes).index_add_(0, dst, from_kept)
+    filled = total / count.clamp(min=1).unsqueeze(1)
+    return torch.where(is_kept.unsqueeze(1) > 0, placed, filled)
 
 
 @dataclass
@@ -158,6 +323,10 @@ class NSM(nn.Module):
     :math:`\tilde h^{(1)} = \mathrm{Conv}(\mathrm{Unpool}(\tilde h^{(2)}))`, :math:`\hat x = \mathrm{Dec}(\tilde h^{(1)})`.
     Every convolution sees the domain's relations plus their inverses, so information flows both ways
     along a directed relation.
+
+    ``forward`` takes the batch's graph count as ``num_graphs`` (``batch.num_graphs`` of a PyG
+    ``Batch``); without it the count is read from the device as ``batch.max() + 1``, which also
+    misses empty graphs at the end of a batch.
     """
 
     def __init__(
@@ -193,45 +362,72 @@ class NSM(nn.Module):
                 module.reset_parameters()
 
     def _refine(self, conv: RelationalConv, level: Level, x: Tensor) -> Tensor:
-        update = F.relu(conv(x, level.edge_index, level.edge_type, level.edge_weight))
+        update = F.relu(conv(x, level.edges))
         return F.dropout(update, self.dropout, self.training)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, batch: Tensor) -> NSMOutput:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_graphs: int | None = None,
+    ) -> NSMOutput:
+        if num_graphs is None:
+            num_graphs = int(batch.max()) + 1 if batch.numel() else 0
         level1 = Level(
             x=self.embed(x),
             edge_index=torch.cat([edge_index, edge_index.flip(0)], dim=1),
             edge_type=torch.cat([edge_type, edge_type + self.num_relations]),
             edge_weight=edge_attr.view(-1).repeat(2),
             batch=batch,
+            graph_sizes=batch.new_zeros(num_graphs).index_add_(0, batch, torch.ones_like(batch)),
+        )
+        level1.edges = RelationalEdges.build(
+            level1.edge_index, level1.edge_type, level1.edge_weight, x.size(0), 2 * self.num_relations
         )
         # WHY: abstract upwards.
         h1 = self._refine(self.why_convs[0], level1, level1.x)
-        h1 = self._refine(self.why_convs[1], level1, h1)
-        level1.x = h1
-        level2 = self.why_pools[0](level1)
+        level1.x = self._refine(self.why_convs[1], level1, h1)
+
+        # The forward's one read from the device: the sizes of levels 2 and 3 (level 3 keeps level 2's
+        # edge list, masked). It comes after the level-1 work is queued, so the device is busy meanwhile.
+        pool2, pool3 = self.why_pools
+        selection2 = pool2.choose(level1)
+        kept3 = pool3.num_kept(selection2.kept_per_graph)
+        sizes = torch.stack([selection2.kept_per_graph.sum(), selection2.edge_kept.count_nonzero(), kept3.sum()])
+        num_nodes2, num_edges2, num_nodes3 = sizes.tolist()
+
+        level2 = pool2(level1, selection2, num_nodes2, num_edges2)
+        level2.edges = RelationalEdges.build(
+            level2.edge_index, level2.edge_type, level2.edge_weight, num_nodes2, 2 * self.num_relations
+        )
         level2.x = self._refine(self.why_convs[2], level2, level2.x)
-        level3 = self.why_pools[1](level2)
+        level3 = pool3(level2, pool3.choose(level2), num_nodes3)
+        level3.edges = level2.edges.renumbered(level3.edge_index, level3.edge_weight, num_nodes3, level3.edge_mask)
         level3.x = self._refine(self.why_convs[3], level3, level3.x)
 
         # Hierarchical readout (Cangea et al., 2018): the top level's mean and max plus those of the
         # levels below. Reading level 3 alone trains to chance on planning and causal: early in
         # training the pooling scores do not yet keep the few nodes that decide the label.
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        readout = sum(_mean_max(level.x, level.batch, num_graphs) for level in (level1, level2, level3))
-        logits = self.classifier(readout)
+        logits = self.classifier(_mean_max_sum((level1, level2, level3), num_graphs))
 
         # WHAT: concretise downwards, then decode the input features.
         down2 = self._refine(self.what_convs[0], level2, unpool(level3.x, level2, level3.kept))
         down1 = self._refine(self.what_convs[1], level1, unpool(down2, level1, level2.kept))
         reconstruction = self.decoder(down1)
-        return NSMOutput(logits, reconstruction, (level1.x.size(0), level2.x.size(0), level3.x.size(0)))
+        return NSMOutput(logits, reconstruction, (level1.x.size(0), num_nodes2, num_nodes3))
 
 
-def _mean_max(x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-    return torch.cat(
-        [scatter(x, batch, dim=0, dim_size=num_graphs, reduce="mean"), scatter(x, batch, dim=0, dim_size=num_graphs, reduce="max")],
-        dim=1,
-    )
+def _mean_max_sum(levels: tuple[Level, ...], num_graphs: int) -> Tensor:
+    """Sum over levels of each graph's [mean || max] node state: one scatter per reduction for all levels."""
+    x = torch.cat([level.x for level in levels])
+    index = torch.cat([level.batch + i * num_graphs for i, level in enumerate(levels)])
+    size = len(levels) * num_graphs
+    mean = scatter(x, index, dim=0, dim_size=size, reduce="mean")
+    largest = scatter(x, index, dim=0, dim_size=size, reduce="max")
+    return torch.cat([mean, largest], dim=1).view(len(levels), num_graphs, -1).sum(0)
 
 
 def cycle_loss(reconstruction: Tensor, x: Tensor) -> Tensor:

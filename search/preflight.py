@@ -75,8 +75,9 @@ def check_counts(
     if gpus_per_trial is not None:
         if not (gpus_per_trial >= 0 and math.isfinite(gpus_per_trial)):
             raise SearchError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial:g}")
-        if gpus_per_trial > 1 and not float(gpus_per_trial).is_integer():
-            raise SearchError(f"--gpus-per-trial above 1 must be a whole number (Ray's rule), got {gpus_per_trial:g}")
+        if gpus_per_trial > 1:
+            # nsm trains a trial on one GPU; Ray would reserve the others and leave them idle.
+            raise SearchError(f"--gpus-per-trial must be at most 1 (a trial trains on one GPU), got {gpus_per_trial:g}")
     if max_concurrent is not None and max_concurrent < 1:
         raise SearchError(f"--max-concurrent must be >= 1, got {max_concurrent}")
     if time_budget_s is not None and not (time_budget_s > 0 and math.isfinite(time_budget_s)):

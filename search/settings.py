@@ -61,7 +61,7 @@ class SearchSettings:
         None, "CPUs per trial, also the trial's torch threads (default: 1; with GPUs, the node's CPUs shared among its "
         "trials, at most 4)")
     gpus_per_trial: float | None = _flag(
-        None, "GPUs per trial; fractions such as 0.25 pack trials onto one GPU and cap each trial's CUDA memory to its "
+        None, "GPUs per trial, at most 1; fractions such as 0.25 pack trials onto one GPU and cap each trial's CUDA memory to its "
         "share (default: 0.25 when the cluster has GPUs, else 0)")
     max_concurrent: int | None = _flag(None, "trials running at once (default: as many as the cluster's resources fit)")
     address: str | None = _flag(

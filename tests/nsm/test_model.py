@@ -1,7 +1,13 @@
 import torch
 from torch_geometric.data import Batch, Data
 
-from nsm.model import NSM, Level, RelationalConv, count_parameters, cycle_loss, unpool
+import pytest
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn.pool.select.topk import topk as pyg_topk
+
+from nsm.data import DOMAINS, load_domain
+from nsm.model import NSM, Level, RelationalConv, RelationalEdges, TopKPool, count_parameters, cycle_loss, unpool
+from tests.nsm import reference_model
 
 
 def _toy_graphs(num_graphs=3, num_nodes=12, num_edges=24, num_relations=4, num_features=5, seed=0):
@@ -37,7 +43,37 @@ def test_relational_conv_matches_the_per_edge_formula():
             for j, c in incoming:
                 expected[i] += c / len(incoming) * x[j] @ relation_weights[r]
 
-    assert torch.allclose(conv(x, edge_index, edge_type, weight), expected, atol=1e-5)
+    edges = RelationalEdges.build(edge_index, edge_type, weight, num_nodes=7, num_relations=3)
+    assert torch.allclose(conv(x, edges), expected, atol=1e-5)
+
+
+def test_absent_edges_count_as_removed_ones():
+    torch.manual_seed(0)
+    conv = RelationalConv(4, 4, num_relations=2, num_bases=2)
+    x = torch.randn(5, 4)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 1, 1, 2, 2, 3]])
+    edge_type = torch.tensor([0, 0, 1, 1, 1, 0])
+    weight = torch.rand(6) + 0.5
+    present = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    keep = present.bool()
+    masked = RelationalEdges.build(edge_index, edge_type, weight, 5, 2, edge_mask=present)
+    removed = RelationalEdges.build(edge_index[:, keep], edge_type[keep], weight[keep], 5, 2)
+    assert torch.allclose(conv(x, masked), conv(x, removed), atol=1e-6)
+
+
+def test_edge_layout_blocks_hold_one_relation_each():
+    # More edges of one relation than a block holds, relations without edges, and absent ones.
+    generator = torch.Generator().manual_seed(0)
+    edge_type = torch.cat([torch.zeros(150, dtype=torch.long), torch.randint(2, 5, (40,), generator=generator)])
+    edge_index = torch.randint(0, 30, (2, edge_type.numel()), generator=generator)
+    edges = RelationalEdges.build(edge_index, edge_type, torch.ones(edge_type.numel()), 30, num_relations=6)
+    slot_relation = edges.block_relation.repeat_interleave(edges.src.numel() // edges.block_relation.numel())
+    assert torch.equal(slot_relation[edges.slot], edge_type)
+    assert edges.slot.unique().numel() == edge_type.numel()
+    assert torch.equal(edges.src[edges.slot], edge_index[0]) and torch.equal(edges.dst[edges.slot], edge_index[1])
+    padding = torch.ones(edges.src.numel(), dtype=torch.bool)
+    padding[edges.slot] = False
+    assert edges.norm[padding].abs().sum() == 0
 
 
 def test_unpool_restores_kept_nodes_and_fills_dropped_ones_from_kept_neighbours():
@@ -60,7 +96,7 @@ def test_default_model_size_and_hierarchy():
     model = NSM(num_node_features=5, num_relations=4)
     assert 200_000 <= count_parameters(model) <= 500_000
     batch = _toy_graphs()
-    out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+    out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs)
     assert out.logits.shape == (3, 2)
     assert out.reconstruction.shape == batch.x.shape
     assert out.level_sizes == (36, 18, 9)  # ratio 0.5 per level, per graph
@@ -93,3 +129,97 @@ def test_cycle_loss_can_be_driven_near_zero_on_a_fixed_batch():
         optimizer.step()
     assert loss.item() < 0.1 * first
     assert loss.item() < 0.02
+
+
+def _kept_nodes(model):
+    """Record the kept node indices of each pooling during forward calls."""
+    kept = []
+    for pool in model.why_pools:
+        pool.register_forward_hook(lambda module, args, level: kept.append(level.kept))
+    return kept
+
+
+def _reference_and_current(data, dtype=torch.float32, **kwargs):
+    torch.manual_seed(0)
+    reference = reference_model.NSM(data.num_node_features, data.num_relations, **kwargs).to(dtype)
+    current = NSM(data.num_node_features, data.num_relations, **kwargs).to(dtype)
+    current.load_state_dict(reference.state_dict())  # also checks that old checkpoints still load
+    return reference, current
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_same_outputs_and_kept_nodes_as_the_reference_model(domain, dtype):
+    data = load_domain(domain, num_graphs=200, seed=1)
+    reference, current = _reference_and_current(data, dtype)
+    reference.eval(), current.eval()
+    kept_reference, kept_current = _kept_nodes(reference), _kept_nodes(current)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for batch in DataLoader(data.train + data.val, batch_size=64):
+        x, edge_attr = batch.x.to(dtype), batch.edge_attr.to(dtype)
+        with torch.no_grad():
+            expected = reference(x, batch.edge_index, batch.edge_type, edge_attr, batch.batch)
+            out = current(x, batch.edge_index, batch.edge_type, edge_attr, batch.batch, num_graphs=batch.num_graphs)
+        assert out.level_sizes == expected.level_sizes
+        assert len(kept_current) == len(kept_reference) == 2
+        for ours, theirs in zip(kept_current, kept_reference):
+            assert torch.equal(ours, theirs)
+        torch.testing.assert_close(out.logits, expected.logits, atol=tolerance, rtol=tolerance)
+        torch.testing.assert_close(out.reconstruction, expected.reconstruction, atol=tolerance, rtol=tolerance)
+        kept_reference.clear(), kept_current.clear()
+
+
+def test_same_gradients_as_the_reference_model_in_training_mode():
+    # Same seed, same dropout masks: the rewrite draws random numbers in the same order.
+    data = load_domain("planning", num_graphs=200, seed=1)
+    reference, current = _reference_and_current(data, torch.float64)
+    batch = next(iter(DataLoader(data.train, batch_size=32)))
+    x, edge_attr = batch.x.double(), batch.edge_attr.double()
+    for model, extra in ((reference, {}), (current, {"num_graphs": batch.num_graphs})):
+        torch.manual_seed(1)
+        out = model(x, batch.edge_index, batch.edge_type, edge_attr, batch.batch, **extra)
+        (torch.nn.functional.cross_entropy(out.logits, batch.y) + cycle_loss(out.reconstruction, x)).backward()
+    for (name, theirs), ours in zip(reference.named_parameters(), current.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_top_k_selects_like_pyg_including_ties_and_empty_graphs():
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([5, 0, 7, 1, 12])
+    batch = torch.repeat_interleave(torch.arange(5), sizes)
+    pool = TopKPool(channels=3, ratio=0.4)
+    x = torch.randint(0, 3, (int(sizes.sum()), 3), generator=generator).float()  # repeated rows: tied scores
+    level = Level(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long), edge_type=torch.zeros(0, dtype=torch.long),
+                  edge_weight=torch.zeros(0), batch=batch, graph_sizes=sizes)
+    selection = pool.choose(level)
+    pooled = pool(level, selection, int(selection.kept_per_graph.sum()))
+    score = pool.select.act((x * pool.select.weight).sum(-1) / pool.select.weight.norm())
+    assert torch.equal(pooled.kept, pyg_topk(score, 0.4, batch))
+    assert torch.equal(pooled.batch, batch[pooled.kept])
+    assert pooled.graph_sizes.tolist() == [2, 0, 3, 1, 5]
+
+
+def test_pool_ratio_one_keeps_every_node():
+    # PyG's top-k reads a ratio of 1 as "keep one node per graph".
+    torch.manual_seed(0)
+    batch = _toy_graphs()
+    model = NSM(num_node_features=5, num_relations=4, hidden_dim=16, pool_ratio=1.0).eval()
+    kept = _kept_nodes(model)
+    with torch.no_grad():
+        out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=3)
+    assert out.level_sizes == (36, 36, 36)
+    assert sorted(kept[0].tolist()) == list(range(36)) and sorted(kept[1].tolist()) == list(range(36))
+
+
+def test_num_graphs_keeps_empty_graphs_at_the_end_of_a_batch():
+    graphs = _toy_graphs().to_data_list()
+    empty = Data(x=torch.zeros(0, 5), edge_index=torch.zeros(2, 0, dtype=torch.long),
+                 edge_type=torch.zeros(0, dtype=torch.long), edge_attr=torch.zeros(0, 1), y=torch.tensor([1]))
+    batch = Batch.from_data_list(graphs + [empty])
+    model = NSM(num_node_features=5, num_relations=4, hidden_dim=16).eval()
+    with torch.no_grad():
+        out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs)
+        inferred = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+    assert out.logits.shape == (4, 2)
+    assert inferred.logits.shape == (3, 2)  # without num_graphs the count comes from batch.max()
+    torch.testing.assert_close(out.logits[:3], inferred.logits)

@@ -25,7 +25,7 @@ from .conftest import REPO, cli, cli_env, kill_group, snapshot_statuses, wait_fo
         (["--domain", "planning", "--num-samples", "0"], "--num-samples must be >= 1"),
         (["--domain", "planning", "--max-epochs", "0"], "--max-epochs must be >= 1"),
         (["--domain", "planning", "--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
-        (["--domain", "planning", "--gpus-per-trial", "1.5"], "whole number"),
+        (["--domain", "planning", "--gpus-per-trial", "1.5"], "--gpus-per-trial must be at most 1"),
         (["--domain", "planning", "--max-concurrent", "0"], "--max-concurrent must be >= 1"),
         (["--domain", "planning", "--metric", "accuracy"], "--metric must be one of"),
         (["--domain", "planning", "--address", "127.0.0.1:9"], "cannot reach a Ray cluster at 127.0.0.1:9"),

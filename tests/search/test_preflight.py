@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from search.errors import SearchError
-from search.preflight import ClusterResources, asha_grace_period, check_trial_resources, choose_budget
+from search.preflight import ClusterResources, asha_grace_period, check_counts, check_trial_resources, choose_budget
 from search.tuner import resolve_wandb_mode
 
 LAPTOP = ClusterResources(cpus=2, gpus=0, largest_node_cpus=2, largest_node_gpus=0)
@@ -37,6 +37,14 @@ def test_resource_checks_say_what_exists():
     with pytest.raises(SearchError, match="--cpus-per-trial 32 is more than any node has"):
         check_trial_resources(32, 0, GPU_BOX)
     check_trial_resources(1, 0.25, GPU_BOX)
+
+
+@pytest.mark.parametrize("gpus", [1.5, 2, 8])
+def test_more_than_one_gpu_per_trial_is_refused_until_multi_gpu_training_exists(gpus):
+    with pytest.raises(SearchError, match=rf"^--gpus-per-trial must be at most 1 \(a trial trains on one GPU\), got {gpus:g}$"):
+        check_counts(None, None, None, gpus, None, None)
+    for allowed in (0, 0.25, 1):
+        check_counts(None, None, None, allowed, None, None)
 
 
 @pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (4, 1), (15, 4), (20, 5), (50, 12)])

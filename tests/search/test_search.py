@@ -134,12 +134,13 @@ def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(tmp_path, tiny_spac
     assert all(info["gpus"] == 0.25 and info["device"] == "cpu" for info in infos)
 
 
-def test_more_gpus_per_trial_than_a_node_has(tmp_path, tiny_space, ray_session, capsys):
+def test_more_cpus_per_trial_than_a_node_has(tmp_path, tiny_space, ray_session, capsys):
+    # (More GPUs than a node has cannot be asked for any more: --gpus-per-trial stops at 1.)
     code = main(["--space", str(tiny_space), "--storage-path", str(tmp_path), "--domain", "planning",
-                 "--gpus-per-trial", "2", "--num-samples", "1"])
+                 "--cpus-per-trial", "8", "--gpus-per-trial", "0", "--num-samples", "1"])
     assert code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --gpus-per-trial 2 is more than any node has") and "\n" not in err
+    assert err.startswith("error: --cpus-per-trial 8 is more than any node has") and "\n" not in err
     assert not any(tmp_path.iterdir())
 
 
