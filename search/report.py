@@ -48,7 +48,7 @@ def summarize(
     best_row, best_result = by_id[ranked[0].trial_id] if ranked else (None, None)
     best_checkpoint = None
     if best_result is not None:
-        checkpoint = best_result.get_best_checkpoint(settings.metric, settings.mode)
+        checkpoint = _best_checkpoint(best_result, settings.metric, settings.mode)
         if checkpoint is not None:
             best_checkpoint = _with_scheme(f"{checkpoint.path}/{CHECKPOINT_FILE}", settings)
     gain = None
@@ -72,6 +72,23 @@ def summarize(
         "trials": rows,
         "best_checkpoint": best_checkpoint,
     }
+
+
+def _best_checkpoint(result: Any, metric: str, mode: str) -> Any:
+    """The trial's best kept checkpoint by ``metric``, or None.
+
+    After a Ctrl-C or SIGTERM, Ray's in-memory record of a finished trial can lack its checkpoints
+    (seen on S3 under load: ``get_best_checkpoint`` raised "No checkpoint exists"), although the
+    trial directory holds them; Ray's own ``Result.from_path`` reads them from there.
+    """
+    if not result.best_checkpoints:
+        try:
+            result = tune.Result.from_path(result.path, storage_filesystem=result.filesystem)
+        except (OSError, RuntimeError, ValueError):  # no trial directory (yet): nothing to point at
+            return None
+        if not result.best_checkpoints:
+            return None
+    return result.get_best_checkpoint(metric, mode)
 
 
 def write_summary(summary: dict[str, Any], experiment_dir: str | Path) -> Path:

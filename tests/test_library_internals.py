@@ -132,3 +132,11 @@ def test_ray_checkpoint_manager_internals():
     check_internals(_CheckpointManager(CheckpointConfig()), ["_checkpoint_results", "_latest_checkpoint_result"],
                     "search/surviving_checkpoints.py")
     check_internals(_TrainingRunMetadata(), ["checkpoint_manager"], "search/surviving_checkpoints.py")
+
+
+def test_the_checkpoint_line_search_trainable_silences_is_logged_where_it_looks():
+    # search/trainable.py raises the level of the logger that prints "Checkpoint successfully created".
+    import ray.train._internal.storage as ray_storage
+
+    source = inspect.getsource(ray_storage)
+    assert "Checkpoint successfully created" in source and ray_storage.logger.name == "ray.train._internal.storage"

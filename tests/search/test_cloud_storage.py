@@ -105,14 +105,17 @@ def test_search_on_s3_preempted_then_resumed_on_a_fresh_machine(tmp_path, tiny_s
     args = ("--domain", "planning", "--space", str(tiny_space), "--num-samples", str(samples), "--max-epochs", "3",
             "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "2", "--wandb", "offline",
             "--storage-path", storage_uri, "--name", name)
-    driver = subprocess.Popen(cli(*args), cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path.parent / f"{tmp_path.name}-driver.log"  # outside tmp_path, which must stay empty
+    with log.open("w") as output:
+        driver = subprocess.Popen(cli(*args), cwd=tmp_path, env=cli_env(), stdout=output,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_finished_trials(mirror, driver)
         holder = driver_lock.running_driver(location)  # the running driver holds the lock on the bucket
         assert holder is not None and holder.pid == driver.pid
         driver.send_signal(signal.SIGTERM)
-        assert driver.wait(timeout=120) == 130  # stopped as by Ctrl-C, with the resume command printed
+        # Stopped as by Ctrl-C, with the resume command printed.
+        assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
         kill_group(driver.pid)
     assert storage.is_file(location, "search.json")

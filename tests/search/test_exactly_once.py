@@ -229,6 +229,23 @@ def test_a_second_driver_exits_2_naming_the_running_one_and_changes_nothing(fini
     assert not (experiment_dir / driver_lock.LOCK_FILE).exists()  # released on exit
 
 
+def test_the_summary_finds_a_finished_trials_checkpoint_that_rays_memory_lost(finished_experiment):
+    """After an interrupt, Ray's in-memory Result of a finished trial can lack its checkpoints (seen on S3
+    under load, where the report then raised and the driver exited 1); the trial directory has them."""
+    from ray import tune
+
+    from search.report import _best_checkpoint
+
+    storage, name = finished_experiment
+    trial_dir = next((storage / name).glob("trial_*"))
+    forgetful = tune.Result(metrics={}, checkpoint=None, error=None, path=str(trial_dir), best_checkpoints=[])
+    checkpoint = _best_checkpoint(forgetful, "val_acc", "max")
+    assert checkpoint is not None and Path(checkpoint.path).parent == trial_dir
+    assert (Path(checkpoint.path) / "checkpoint.pt").is_file()
+    nowhere = tune.Result(metrics={}, checkpoint=None, error=None, path=str(trial_dir / "gone"), best_checkpoints=[])
+    assert _best_checkpoint(nowhere, "val_acc", "max") is None
+
+
 def test_a_lock_left_by_a_killed_driver_is_taken_over_with_a_note(finished_experiment, capsys):
     storage, name = finished_experiment
     experiment_dir = storage / name
