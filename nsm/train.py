@@ -40,6 +40,7 @@ from nsm.checkpoint import (
     save_checkpoint,
 )
 from nsm.config import BASELINE, TrainConfig, load_config_file
+from nsm import device as nsm_device
 from nsm.data import DomainData, load_domain
 from nsm.errors import ConfigError
 from nsm.files import write_json
@@ -68,15 +69,8 @@ class EpochEnd:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available")
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    return device
+    """The training device (``auto``: CUDA when available); TF32 on for CUDA, on old and new torch alike."""
+    return nsm_device.resolve_device(name)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

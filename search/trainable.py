@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from nsm import device as nsm_device
 from nsm import train as nsm_train
 from nsm.config import TrainConfig
 from nsm.errors import first_line
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # streaming then prints it to the user's console, and late, into whatever runs next. The checkpoint
 # path is in each trial's result and in Ray's snapshot; the line says nothing a user needs.
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+
+_cuda: Any = torch.cuda  # tests stand a fake CUDA in for it
 
 Reporter = Callable[[dict[str, Any], "tune.Checkpoint | None"], None]
 
@@ -71,10 +74,10 @@ def run_trial(
     torch.set_num_threads(max(1, int(cpus)))
     train_config = TrainConfig.from_dict(config, source="trial config")
     train_config.device = _device_for(train_config.device, gpus)
-    if train_config.device != "cpu" and 0 < gpus < 1:
-        # Ray packs fractional trials onto one GPU but does not enforce the fraction; capping the
-        # caching allocator keeps one trial from starving its neighbours.
-        torch.cuda.set_per_process_memory_fraction(gpus)
+    device = torch.device(train_config.device)
+    # Ray packs fractional trials onto one GPU but does not enforce the fraction: cap this trial's
+    # allocator below its share (room for its CUDA context), starting from an empty cache on a reused actor.
+    memory_cap = nsm_device.prepare_trial_memory(device, gpus, cuda=_cuda)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"started_at": time.time(), "device": train_config.device, "cpus": cpus, "gpus": gpus,
             "resumed_from_epoch": int(resume["epoch"]) if resume else 0, "pid": os.getpid()}
@@ -105,8 +108,14 @@ def run_trial(
         results = nsm_train.train(train_config, out_dir=out_dir, on_epoch=on_epoch, resume=resume, overwrite=True)
         for metrics in final_report:
             report(metrics, tune.Checkpoint.from_directory(final_epoch_dir.name))
-    except torch.cuda.OutOfMemoryError as error:
-        # Retrying cannot help: the config does not fit this trial's share of the GPU.
+    except Exception as error:
+        verdict = nsm_device.out_of_memory_verdict(error, device, memory_cap, cuda=_cuda)
+        if verdict != nsm_device.INFEASIBLE:
+            # Not out of memory, or memory taken by a neighbour or a fragmented cache: Ray's
+            # FailureConfig retries the trial from its last checkpoint, on a clean cache.
+            nsm_device.release_memory(device, cuda=_cuda)
+            raise
+        # Its own memory reached its cap: retrying cannot help, the config does not fit its GPU share.
         logger.warning("trial is infeasible, CUDA out of memory: %s", first_line(error))
         metrics = {name: math.nan for name in METRIC_NAMES}
         # The epoch that failed, not the last one that finished: a result for an epoch already
@@ -129,7 +138,7 @@ def _device_for(requested: str, gpus: float) -> str:
     """
     if requested != "auto":
         return requested
-    if gpus > 0 and torch.cuda.is_available():
+    if gpus > 0 and _cuda.is_available():
         return "cuda"
     if gpus > 0:
         logger.warning("Ray assigned %g GPU to this trial but CUDA is not available here; training on CPU", gpus)

@@ -13,6 +13,7 @@ from nsm import METRIC_NAMES
 from nsm import train as nsm_train
 from search import trainable
 from search.outcome import STATUS_KEY
+from tests.fake_cuda import GiB, FakeCuda
 
 TINY = {"domain": "planning", "lr": 3e-3, "cycle_weight": 0.01, "batch_size": 32, "epochs": 3,
         "hidden_dim": 16, "num_bases": 4, "num_graphs": 160, "save_every": 0}
@@ -61,16 +62,43 @@ def test_fractional_gpu_without_cuda_runs_on_cpu(tmp_path):
     assert json.loads((tmp_path / "trial" / trainable.TRIAL_INFO_FILE).read_text())["device"] == "cpu"
 
 
-def test_out_of_memory_reports_infeasible_instead_of_raising(tmp_path, monkeypatch):
+def _on_a_fake_gpu(monkeypatch, peak_reserved, error):
+    """run_trial on a stand-in CUDA device whose training raises ``error``; returns the stand-in."""
+    fake = FakeCuda(total=40 * GiB, peak_reserved=peak_reserved)
+    monkeypatch.setattr(trainable, "_cuda", fake)
+
     def fake_train(config, out_dir, on_epoch, resume, overwrite):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        assert config.device == "cuda"
+        raise error
 
     monkeypatch.setattr(trainable.nsm_train, "train", fake_train)
+    return fake
+
+
+def test_out_of_memory_at_the_trials_cap_reports_infeasible_instead_of_raising(tmp_path, monkeypatch):
+    error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    fake = _on_a_fake_gpu(monkeypatch, peak_reserved=9 * GiB, error=error)  # a quarter GPU is ~9.5 GiB
     recorder = Recorder(tmp_path)
-    assert trainable.run_trial(TINY, tmp_path / "trial", cpus=1, gpus=0, resume=None, report=recorder) is None
+    assert trainable.run_trial(TINY, tmp_path / "trial", cpus=1, gpus=0.25, resume=None, report=recorder) is None
     (last,) = recorder.reports
-    assert last[STATUS_KEY] == "infeasible" and math.isnan(last["val_acc"])
+    assert last[STATUS_KEY] == "infeasible" and math.isnan(last["val_acc"]) and last["epoch"] == 1
     assert recorder.checkpoints == []
+    # The trial started from an empty cache, capped below its quarter by the CUDA context's margin.
+    assert fake.calls[:3] == ["empty_cache", "reset_peak_memory_stats", ("fraction", pytest.approx(0.25 - 0.5 / 40))]
+
+
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),  # a neighbour took the memory
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    ValueError("a bug"),
+])
+def test_other_failures_raise_for_rays_retry_on_a_clean_cache(tmp_path, monkeypatch, error):
+    fake = _on_a_fake_gpu(monkeypatch, peak_reserved=1 * GiB, error=error)
+    recorder = Recorder(tmp_path)
+    with pytest.raises(type(error)):
+        trainable.run_trial(TINY, tmp_path / "trial", cpus=1, gpus=0.25, resume=None, report=recorder)
+    assert recorder.reports == []  # not marked infeasible for good
+    assert fake.calls[-1] == "empty_cache"  # the retry on this actor starts clean
 
 
 def test_diverged_epoch_is_reported_without_a_checkpoint(tmp_path, monkeypatch):
