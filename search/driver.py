@@ -23,7 +23,7 @@ from nsm import metrics as nsm_metrics
 from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
 from nsm.domains import DOMAINS, task_of
 from nsm.errors import ConfigError, first_line
-from search import driver_lock, preflight, report, stopping, storage
+from search import console, driver_lock, preflight, report, stopping, storage
 from search.errors import SearchError
 from search.outcome import NOT_STARTED, TERMINAL_STATUSES, UNFINISHED
 from search.settings import SETTINGS_FILE, SearchSettings
@@ -247,7 +247,7 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
               address: str | None) -> SearchSettings:
     """Settings with the budget chosen for the cluster (a resumed search keeps its stored settings)."""
     if plan.settings is not None:
-        return replace(plan.settings, address=address)
+        return replace(plan.settings, address=address, console=request.console)
     budget = preflight.choose_budget(
         resources,
         num_samples=request.num_samples,
@@ -317,11 +317,12 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
             storage.pull(settings.experiment_path, settings.experiment_dir, [STUDY_FILE])
         if plan.new_time_budget_s is not None:
             stopping.set_time_budget(settings.name, plan.new_time_budget_s)  # the stored one may be spent
-        tuner = restore_tuner(settings)
+        tuner = restore_tuner(settings, _baseline_point(settings, plan))
     else:
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
+    live_on_terminal = settings.console == console.LIVE and console.stdout_is_terminal()
     try:
-        with _wandb_environment(wandb_mode), _sigterm_stops_like_ctrl_c():
+        with _wandb_environment(wandb_mode), _sigterm_stops_like_ctrl_c(), console.guard_terminal(live_on_terminal):
             results = tuner.fit()
     finally:
         # Tuner.fit returns on Ctrl-C; this also covers an exception escaping it.
