@@ -12,8 +12,9 @@
   TensorBoard, see _configure_ray_tune).
 - Stopping: Ctrl-C, SIGTERM and the time budget end the search resumably, once no checkpoint is in
   flight (:mod:`search.stopping`).
-- W&B: Ray's ``WandbLoggerCallback`` (flushing each run before its actor ends); group = experiment,
-  tags = domain and searcher.
+- W&B: :class:`search.wandb_logging.WandbRunsCallback` (Ray's ``WandbLoggerCallback`` with one shared
+  logging actor the driver never waits on); group = experiment, tags = domain, searcher, outcome.
+- Console: :class:`search.console.LiveConsole`; Ray's own output only with ``--console verbose``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def build_tuner(
     ``trainable`` is the nsm trainable; bench/scale.py passes a stand-in to measure the driver alone.
     """
     _configure_ray_tune(settings)
+    baseline = dict(points_to_evaluate[0]) if points_to_evaluate else {}
     searcher = PruneAwareOptunaSearch(
         journal_path=settings.experiment_dir / STUDY_FILE,
         # For a URI, Ray's snapshots carry the journal to the location (see search.storage).
@@ -87,8 +89,8 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=settings.name,
             storage_path=settings.storage_path,
-            callbacks=[*_callbacks(settings, wandb_mode), *(extra_callbacks or []),
-                       *_console_callbacks(settings, points_to_evaluate[0] if points_to_evaluate else {})],
+            callbacks=[*_callbacks(settings, wandb_mode, baseline), *(extra_callbacks or []),
+                       *_console_callbacks(settings, baseline)],
             # Ray's per-trial boxes and status tables are off unless asked for (search.console).
             verbose=_ray_verbosity(settings),
             checkpoint_config=tune.CheckpointConfig(
@@ -208,20 +210,20 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
     )
 
 
-def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
+def _callbacks(settings: SearchSettings, wandb_mode: str, baseline: dict[str, Any]) -> list[tune.Callback]:
     loggers: list[tune.Callback] = [EpochJsonLoggerCallback(), EpochCSVLoggerCallback(), ResumeFromSurvivingCheckpoint()]
     stop = GracefulStop(settings.name, settings.time_budget_s)
     if wandb_mode == "disabled":
         return [*loggers, stop]
     import wandb
 
-    from search.wandb_logging import FlushingWandbLoggerCallback
+    from search.wandb_logging import WandbRunsCallback
 
     wandb_dir = Path(settings.experiment_dir)
     (wandb_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
     return [
         *loggers,
-        FlushingWandbLoggerCallback(
+        WandbRunsCallback(
             project=settings.wandb_project,
             group=settings.name,
             tags=[settings.domain, settings.searcher],
@@ -229,6 +231,11 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
             mode=wandb_mode,
             # Trial actors' output reaches the driver's console; W&B's per-run banners would drown it.
             settings=wandb.Settings(silent=True),
+            metric=settings.metric,
+            max_epochs=settings.max_epochs,
+            domain=settings.domain,
+            searched_keys=settings.searched_keys or list(baseline),
+            baseline=baseline,
         ),
         stop,
     ]
