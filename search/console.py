@@ -79,7 +79,7 @@ class LiveConsole(tune.Callback):
 
     def __init__(self, name: str, metric: str, num_samples: int, max_epochs: int, searched_keys: list[str],
                  baseline: dict[str, Any], stream: TextIO | None = None, tty: bool | None = None,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, width: int | None = None) -> None:
         self.name = name
         self.metric = metric
         self.mode = nsm_metrics.mode(metric)
@@ -90,6 +90,7 @@ class LiveConsole(tune.Callback):
         self._stream = stream
         self._tty = tty
         self._clock = clock
+        self._width = width  # None: the terminal's, at each redraw
         self._state = _State()
 
     # -- Ray Tune callback hooks (driver thread) ------------------------------------------------
@@ -133,8 +134,8 @@ class LiveConsole(tune.Callback):
         view.status = ERROR
         self._ended(view)
         # Always a line of its own, on a terminal too: a failure must stay on screen.
-        self._line(f"trial {view.trial_id} FAILED at epoch {view.epoch}: see {getattr(trial, 'error_file', None) or 'its error.txt'}",
-                   above_block=True)
+        where = f"{trial.path}/error.txt" if getattr(trial, "path", None) else "its error.txt"
+        self._line(f"trial {view.trial_id} FAILED at epoch {view.epoch}: the error is above and in {where}")
         self._draw(force=True)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -217,9 +218,8 @@ class LiveConsole(tune.Callback):
         current = state.trials.get(state.best_id) if state.best_id else None
         if current is not None and current is not view and not nsm_metrics.is_better(view.best, current.best, self.mode):
             return
-        first_time = state.best_id != view.trial_id
         state.best_id = view.trial_id
-        if not self._is_tty() and (first_time or current is view):
+        if not self._is_tty():
             self._line(f"new best: {self._metric_text(view.best)} at epoch {view.best_epoch}, trial {view.trial_id} "
                        f"({self._config_text(view.values)})")
 
@@ -257,7 +257,7 @@ class LiveConsole(tune.Callback):
         except (AttributeError, ValueError):
             return False
 
-    def _line(self, text: str, above_block: bool = False) -> None:
+    def _line(self, text: str) -> None:
         """A plain event line, stamped with the elapsed time; on a terminal, printed above the block."""
         self._erase()
         out = self._out()
@@ -271,7 +271,7 @@ class LiveConsole(tune.Callback):
         now = self._clock()
         if not force and now - self._state.last_draw < REDRAW_EVERY_S:
             return
-        width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
+        width = self._width or max(40, shutil.get_terminal_size((100, 24)).columns - 1)
         lines = self.render(now, width)
         self._erase()
         out = self._out()
