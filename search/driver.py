@@ -23,7 +23,7 @@ from nsm import metrics as nsm_metrics
 from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
 from nsm.domains import DOMAINS, task_of
 from nsm.errors import ConfigError, first_line
-from search import console, driver_lock, preflight, report, stopping, storage
+from search import console, driver_lock, preflight, report, stopping, storage, wandb_workspace
 from search.errors import SearchError
 from search.outcome import NOT_STARTED, TERMINAL_STATUSES, UNFINISHED
 from search.settings import SETTINGS_FILE, SearchSettings
@@ -334,11 +334,30 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     _push_driver_files(settings, [report.SUMMARY_FILE])
     print()
     print(report.format_report(summary))
+    _save_wandb_workspace(settings, wandb_mode)
     if stopping.stop_reason(settings.name) == stopping.BUDGET_SPENT:
         return summary, stopping.BUDGET_SPENT
     unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
     interrupted = unfinished or len(statuses) < settings.num_samples
     return summary, stopping.INTERRUPTED if interrupted else None
+
+
+def _save_wandb_workspace(settings: SearchSettings, wandb_mode: str) -> None:
+    """The experiment's W&B workspace: its specification beside the results; created on W&B when online."""
+    if wandb_mode == "disabled":
+        return
+    spec = wandb_workspace.workspace_spec(settings)
+    path = wandb_workspace.save_spec(spec, settings.experiment_dir)
+    _push_driver_files(settings, [wandb_workspace.SPEC_FILE])
+    if wandb_mode != "online":
+        print(f"W&B workspace: specification in {path}; after `wandb sync`, create it with "
+              f"`python analysis/wandb_workspace.py {settings.experiment_dir}`")
+        return
+    try:
+        print(f"W&B workspace: {wandb_workspace.create_workspace(spec)}")
+    except Exception as error:  # no wandb-workspaces, no network: the search itself succeeded
+        print(f"W&B workspace not created ({first_line(error)}); its specification is in {path}: "
+              f"create it with `python analysis/wandb_workspace.py {settings.experiment_dir}`")
 
 
 def _print_budget_spent(settings: SearchSettings, summary: dict[str, Any] | None) -> None:
