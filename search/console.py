@@ -155,24 +155,24 @@ class LiveConsole(tune.Callback):
 
     # -- Rendering (pure: tests call these) ------------------------------------------------------
 
-    def status_line(self, now: float) -> str:
-        """One line: trials finished / budget, running, elapsed, ETA, best and baseline."""
+    def status_line(self, now: float, with_best: bool = True) -> str:
+        """One line: trials finished / budget, running, elapsed, ETA, and (``with_best``) best and baseline."""
         state = self._state
         running = sum(view.status == RUNNING for view in state.trials.values())
         best = state.trials.get(state.best_id) if state.best_id else None
         baseline = self._baseline_view()
         parts = [f"{state.finished}/{self.num_samples} trials finished, {running} running",
                  f"elapsed {_duration(now - state.started)}, ETA {self._eta(now)}"]
-        if best is not None:
+        if best is not None and with_best:
             parts.append(f"best {self._metric_text(best.best)} ({best.trial_id})")
-        if baseline is not None and math.isfinite(baseline.best):
+        if baseline is not None and math.isfinite(baseline.best) and with_best:
             parts.append(f"baseline {self._metric_text(baseline.best)}")
         return "; ".join(parts)
 
     def render(self, now: float, width: int = 100) -> list[str]:
         """The terminal block, each line cut to ``width``."""
         state = self._state
-        lines = [f"{self.name}: {self.status_line(now)}"]
+        lines = [f"{self.name}: {self.status_line(now, with_best=False)}"]  # best and baseline: the next lines
         best = state.trials.get(state.best_id) if state.best_id else None
         baseline = self._baseline_view()
         if best is not None:

@@ -88,7 +88,7 @@ def test_terminal_block_is_redrawn_in_place():
     assert text.endswith("".join(f"{line}\n" for line in final))
     assert "started" not in text  # no per-event lines on a terminal, except failures
     assert "trial brkn0003 FAILED" in text
-    assert final[0] == "exp: 3/4 trials finished, 0 running; elapsed 1:00, ETA 0:20; best val_acc 0.7000 (othr0002); baseline val_acc 0.4500"
+    assert final[0] == "exp: 3/4 trials finished, 0 running; elapsed 1:00, ETA 0:20"
     assert final[1].startswith("  best     val_acc 0.7000 at epoch 1  othr0002  lr=3.00e-03 cycle_weight=0.0500 batch_size=16")
     assert final[2].startswith("  baseline val_acc 0.4500  base0001  lr=1.00e-04")
     table = "\n".join(final[3:])
