@@ -151,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=4, help="max epochs (ASHA's max_t)")
     parser.add_argument("--wandb", choices=("disabled", "offline"), default="disabled",
                         help="log the trials to W&B offline (files in the temporary experiment directory)")
+    parser.add_argument("--console", choices=("quiet", "live"), default="quiet",
+                        help="live: include the search's live view (search/console.py) in the timings")
     parser.add_argument("--epoch-s", type=float, default=0.25, help="duration of one stand-in epoch")
     return parser
 
@@ -160,7 +162,7 @@ def _settings(args: argparse.Namespace, storage: str, slots: int) -> SearchSetti
         domain="planning", name="scale", storage_path=storage, space=str(DEFAULT_SPACE),
         num_samples=args.num_trials, max_epochs=args.epochs, scheduler="asha", searcher="tpe",
         metric="val_acc", mode=nsm_metrics.mode("val_acc"), cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=slots, seed=0, wandb=args.wandb, console="quiet",
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=slots, seed=0, wandb=args.wandb, console=args.console,
         grace_period=asha_grace_period(args.epochs), searched_keys=list(BASELINE),
     )
 
