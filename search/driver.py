@@ -277,10 +277,12 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
 
 
 def _print_budget(settings: SearchSettings, resources: preflight.ClusterResources, started_here: bool) -> None:
+    if resources.gpus == 0:
+        print("no GPU in the cluster: trials run on CPU")  # a fallback: said even with --console quiet
+    if settings.console == console.QUIET:
+        return
     where = "local Ray" if started_here else "connected Ray cluster"
     print(f"{where}: {resources.describe()}")
-    if resources.gpus == 0:
-        print("no GPU in the cluster: trials run on CPU")
     scheduler = (f"ASHA (grace {settings.grace_period} epochs, reduction factor {settings.reduction_factor})"
                  if settings.scheduler == "asha" else "no early stopping")
     budget = f", time budget {settings.time_budget_s:g} s" if settings.time_budget_s else ""
@@ -297,7 +299,8 @@ def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     """Run one experiment under its driver lock; returns its summary and how it ended early (or None)."""
     resumed = plan.param_space is None
     wandb_mode = resolve_wandb_mode(settings.wandb)
-    print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
+    if settings.console != console.QUIET:
+        print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
     lock = driver_lock.ExperimentLock(settings.experiment_path, settings.name)
     if resumed:
         note = lock.acquire()  # before the first write: a second driver changes nothing
@@ -350,6 +353,8 @@ def _save_wandb_workspace(settings: SearchSettings, wandb_mode: str) -> None:
     path = wandb_workspace.save_spec(spec, settings.experiment_dir)
     _push_driver_files(settings, [wandb_workspace.SPEC_FILE])
     if wandb_mode != "online":
+        if settings.console == console.QUIET:
+            return
         print(f"W&B workspace: specification in {path}; after `wandb sync`, create it with "
               f"`python analysis/wandb_workspace.py {settings.experiment_dir}`")
         return

@@ -198,3 +198,17 @@ def _without_tracebacks(lines: list[str]) -> list[str]:
         inside = False
         kept.append(line)
     return kept
+
+
+def test_quiet_prints_only_the_summary(tmp_path, tiny_space, ray_session, capsys):
+    from search.run import main
+
+    code = main(["-q", "--domain", "planning", "--space", str(tiny_space), "--storage-path", str(tmp_path),
+                 "--name", "q", "--num-samples", "2", "--max-epochs", "1", "--cpus-per-trial", "1",
+                 "--gpus-per-trial", "0", "--wandb", "disabled"])
+    assert code == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    # (The session's Ray declares a logical GPU, so the CPU fallback, which quiet still says, is not said here.)
+    assert lines[0].startswith("q: planning, 2 trials") and lines[-1].startswith("summary: ")
+    assert not any(line.startswith(("[", "budget:", "starting")) for line in lines)
