@@ -16,6 +16,11 @@ the wall time is the cost of running the search:
 
     python bench/scale.py                                   # 1,000 trials (~10 min on 2 cores)
     python bench/scale.py --num-trials 200 --gpus 2         # quick
+    python bench/scale.py --num-trials 40 --gpus 2 --wandb offline   # W&B logging's cost on the driver
+
+It also times every ``on_trial_result`` callback call in the driver (Ray warns above 0.5 s): the
+mean and the largest per result, by callback class, and the first result of a trial (which pays for
+any per-trial set-up a callback does) apart from the others.
 
 It prints the numbers and exits 0; the targets are printed beside them, not enforced.
 """
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args, storage, slots)
         meter = _DriverMemory(every=max(1, args.num_trials // 50))
-        tuner = _tuner(settings, _stand_in(args.epoch_s, args.epochs), meter)
+        tuner = _tuner(settings, _stand_in(args.epoch_s, args.epochs), meter, args.wandb)
+        timer = _time_result_callbacks()
         driver = psutil.Process(os.getpid())
         driver_before, machine_before, started = _cpu_seconds(driver), _machine_busy_seconds(), time.monotonic()
         results = tuner.fit()
@@ -87,9 +93,43 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine CPU {machine_cpu:.1f} s of {wall * psutil.cpu_count():.1f} s available "
           f"({psutil.cpu_count()} cores): the driver {driver_cpu / max(machine_cpu, 1e-9):.0%} of it, "
           f"the rest Ray's trial processes, raylet and GCS")
+    for name, (first, later) in sorted(timer.items()):
+        print(f"on_trial_result {name}: first result of a trial mean {_mean(first) * 1e3:.1f} ms "
+              f"(max {max(first, default=0) * 1e3:.1f}), later results mean {_mean(later) * 1e3:.2f} ms "
+              f"(max {max(later, default=0) * 1e3:.1f}); {len(first) + len(later)} calls")
     print(f"driver RSS {meter.first_mb:.0f} MB -> {meter.last_mb:.0f} MB (+{growth_mb:.0f} MB); "
           f"growth over the second half {slope_kb:.1f} KB/trial")
     return 0
+
+
+def _time_result_callbacks() -> dict[str, tuple[list[float], list[float]]]:
+    """Time each callback's ``on_trial_result`` in the driver, by class: (first results, later results).
+
+    Patches Ray's ``CallbackList`` for this process only (the callbacks themselves are pickled by the
+    Tuner, so they are not wrapped).
+    """
+    from ray.tune.callback import CallbackList
+
+    times: dict[str, tuple[list[float], list[float]]] = {}
+    seen: set[tuple[str, str]] = set()
+
+    def on_trial_result(self: CallbackList, **info: Any) -> None:
+        trial_id = info["trial"].trial_id
+        for callback in self._callbacks:
+            started = time.perf_counter()
+            callback.on_trial_result(**info)
+            elapsed = time.perf_counter() - started
+            name = type(callback).__name__
+            first, later = times.setdefault(name, ([], []))
+            (later if (name, trial_id) in seen else first).append(elapsed)
+            seen.add((name, trial_id))
+
+    CallbackList.on_trial_result = on_trial_result
+    return times
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -109,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=0.25)
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="logical CPUs per trial (declared, not used)")
     parser.add_argument("--epochs", type=int, default=4, help="max epochs (ASHA's max_t)")
+    parser.add_argument("--wandb", choices=("disabled", "offline"), default="disabled",
+                        help="log the trials to W&B offline (files in the temporary experiment directory)")
+    parser.add_argument("--console", choices=("quiet", "live"), default="quiet",
+                        help="live: include the search's live view (search/console.py) in the timings")
     parser.add_argument("--epoch-s", type=float, default=0.25, help="duration of one stand-in epoch")
     return parser
 
@@ -118,7 +162,7 @@ def _settings(args: argparse.Namespace, storage: str, slots: int) -> SearchSetti
         domain="planning", name="scale", storage_path=storage, space=str(DEFAULT_SPACE),
         num_samples=args.num_trials, max_epochs=args.epochs, scheduler="asha", searcher="tpe",
         metric="val_acc", mode=nsm_metrics.mode("val_acc"), cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=slots, seed=0, wandb="disabled",
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=slots, seed=0, wandb=args.wandb, console=args.console,
         grace_period=asha_grace_period(args.epochs), searched_keys=list(BASELINE),
     )
 
@@ -135,12 +179,14 @@ def _stand_in(epoch_s: float, epochs: int) -> Callable[[dict[str, Any]], None]:
     return stand_in
 
 
-def _tuner(settings: SearchSettings, trainable: Callable, meter: tune.Callback) -> tune.Tuner:
+def _tuner(settings: SearchSettings, trainable: Callable, meter: tune.Callback, wandb_mode: str) -> tune.Tuner:
     """The search's own Tuner construction (search.tuner.build_tuner) with the stand-in trainable."""
     os.makedirs(settings.experiment_dir, exist_ok=True)
     space = load_space(DEFAULT_SPACE, settings.domain)
     space.pop("epochs", None)
-    return build_tuner(settings, space, [dict(BASELINE)], "disabled", extra_callbacks=[meter], trainable=trainable)
+    if wandb_mode == "offline":
+        os.environ["WANDB_MODE"] = "offline"  # Ray's W&B callback asks for an API key otherwise
+    return build_tuner(settings, space, [dict(BASELINE)], wandb_mode, extra_callbacks=[meter], trainable=trainable)
 
 
 class _DriverMemory(tune.Callback):

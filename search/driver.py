@@ -23,7 +23,7 @@ from nsm import metrics as nsm_metrics
 from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
 from nsm.domains import DOMAINS, task_of
 from nsm.errors import ConfigError, first_line
-from search import driver_lock, preflight, report, stopping, storage
+from search import console, driver_lock, preflight, report, stopping, storage, wandb_workspace
 from search.errors import SearchError
 from search.outcome import NOT_STARTED, TERMINAL_STATUSES, UNFINISHED
 from search.settings import SETTINGS_FILE, SearchSettings
@@ -247,7 +247,7 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
               address: str | None) -> SearchSettings:
     """Settings with the budget chosen for the cluster (a resumed search keeps its stored settings)."""
     if plan.settings is not None:
-        return replace(plan.settings, address=address)
+        return replace(plan.settings, address=address, console=request.console)
     budget = preflight.choose_budget(
         resources,
         num_samples=request.num_samples,
@@ -277,10 +277,12 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
 
 
 def _print_budget(settings: SearchSettings, resources: preflight.ClusterResources, started_here: bool) -> None:
+    if resources.gpus == 0:
+        print("no GPU in the cluster: trials run on CPU")  # a fallback: said even with --console quiet
+    if settings.console == console.QUIET:
+        return
     where = "local Ray" if started_here else "connected Ray cluster"
     print(f"{where}: {resources.describe()}")
-    if resources.gpus == 0:
-        print("no GPU in the cluster: trials run on CPU")
     scheduler = (f"ASHA (grace {settings.grace_period} epochs, reduction factor {settings.reduction_factor})"
                  if settings.scheduler == "asha" else "no early stopping")
     budget = f", time budget {settings.time_budget_s:g} s" if settings.time_budget_s else ""
@@ -297,7 +299,8 @@ def _run_experiment(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     """Run one experiment under its driver lock; returns its summary and how it ended early (or None)."""
     resumed = plan.param_space is None
     wandb_mode = resolve_wandb_mode(settings.wandb)
-    print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
+    if settings.console != console.QUIET:
+        print(f"\n{'resuming' if resumed else 'starting'} {settings.name} ({settings.domain}) in {settings.experiment_path}; W&B {wandb_mode}")
     lock = driver_lock.ExperimentLock(settings.experiment_path, settings.name)
     if resumed:
         note = lock.acquire()  # before the first write: a second driver changes nothing
@@ -317,11 +320,12 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
             storage.pull(settings.experiment_path, settings.experiment_dir, [STUDY_FILE])
         if plan.new_time_budget_s is not None:
             stopping.set_time_budget(settings.name, plan.new_time_budget_s)  # the stored one may be spent
-        tuner = restore_tuner(settings)
+        tuner = restore_tuner(settings, _baseline_point(settings, plan))
     else:
         tuner = build_tuner(settings, plan.param_space, plan.points_to_evaluate, wandb_mode, callbacks)
+    live_on_terminal = settings.console == console.LIVE and console.stdout_is_terminal()
     try:
-        with _wandb_environment(wandb_mode), _sigterm_stops_like_ctrl_c():
+        with _wandb_environment(wandb_mode), _sigterm_stops_like_ctrl_c(), console.guard_terminal(live_on_terminal):
             results = tuner.fit()
     finally:
         # Tuner.fit returns on Ctrl-C; this also covers an exception escaping it.
@@ -333,11 +337,32 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     _push_driver_files(settings, [report.SUMMARY_FILE])
     print()
     print(report.format_report(summary))
+    _save_wandb_workspace(settings, wandb_mode)
     if stopping.stop_reason(settings.name) == stopping.BUDGET_SPENT:
         return summary, stopping.BUDGET_SPENT
     unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
     interrupted = unfinished or len(statuses) < settings.num_samples
     return summary, stopping.INTERRUPTED if interrupted else None
+
+
+def _save_wandb_workspace(settings: SearchSettings, wandb_mode: str) -> None:
+    """The experiment's W&B workspace: its specification beside the results; created on W&B when online."""
+    if wandb_mode == "disabled":
+        return
+    spec = wandb_workspace.workspace_spec(settings)
+    path = wandb_workspace.save_spec(spec, settings.experiment_dir)
+    _push_driver_files(settings, [wandb_workspace.SPEC_FILE])
+    if wandb_mode != "online":
+        if settings.console == console.QUIET:
+            return
+        print(f"W&B workspace: specification in {path}; after `wandb sync`, create it with "
+              f"`python analysis/wandb_workspace.py {settings.experiment_dir}`")
+        return
+    try:
+        print(f"W&B workspace: {wandb_workspace.create_workspace(spec)}")
+    except Exception as error:  # no wandb-workspaces, no network: the search itself succeeded
+        print(f"W&B workspace not created ({first_line(error)}); its specification is in {path}: "
+              f"create it with `python analysis/wandb_workspace.py {settings.experiment_dir}`")
 
 
 def _print_budget_spent(settings: SearchSettings, summary: dict[str, Any] | None) -> None:

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         options = {key: setting.metadata[key] for key in ("metavar", "choices") if setting.metadata[key] is not None}
         parser.add_argument(f"--{setting.name.replace('_', '-')}", type=_FLAG_TYPES.get(str(setting.type)),
                             default=setting.default, help=setting.metadata["help"], **options)
+    parser.add_argument("-v", "--verbose", dest="console", action="store_const", const="verbose",
+                        help="same as --console verbose: Ray's detailed per-trial output instead of the live view")
+    parser.add_argument("-q", "--quiet", dest="console", action="store_const", const="quiet",
+                        help="same as --console quiet: only the final summary (and errors)")
     return parser
 
 

@@ -85,6 +85,10 @@ class SearchSettings:
     warm_start: str | None = _flag(  # resolved: absolute path of a config file evaluated right after the baseline
         None, "config file (YAML/JSON of trainer keys, e.g. an exported best config) whose searched values are "
         "evaluated right after the baseline", metavar="FILE")
+    console: str = _flag(
+        "live", "what the search prints: a live view (redrawn in place on a terminal, one line per event otherwise), "
+        "Ray's own detailed output (verbose, also -v), or only the final summary and errors (quiet, also -q)",
+        choices=("live", "verbose", "quiet"), stored=False)
 
     mode: str | None = _derived(None)  # "max" | "min": the metric's direction (nsm.metrics)
     grace_period: int = _derived(1)  # ASHA: epochs every trial runs before it can be stopped

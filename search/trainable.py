@@ -45,6 +45,7 @@ Reporter = Callable[[dict[str, Any], "tune.Checkpoint | None"], None]
 
 def train_nsm(config: dict[str, Any]) -> None:
     """Ray Tune function trainable around :func:`nsm.train.train` (use inside ``Tuner``)."""
+    _quiet_ray_worker_logs()
     context = tune.get_context()
     resources = context.get_trial_resources().required_resources
     checkpoint = tune.get_checkpoint()
@@ -128,6 +129,17 @@ def run_trial(
         info["ended_at"] = time.time()
         _write_info(out_dir, info)
     return results
+
+
+# Ray's trial workers log every persisted checkpoint at INFO ("Checkpoint successfully created at:
+# ..."), once per epoch per trial, and forward it to the driver's console. Raised to WARNING in the
+# worker itself: warnings and errors from these loggers still reach the console.
+_CHATTY_WORKER_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def _quiet_ray_worker_logs() -> None:
+    for name in _CHATTY_WORKER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _device_for(requested: str, gpus: float) -> str:

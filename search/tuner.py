@@ -12,8 +12,9 @@
   TensorBoard, see _configure_ray_tune).
 - Stopping: Ctrl-C, SIGTERM and the time budget end the search resumably, once no checkpoint is in
   flight (:mod:`search.stopping`).
-- W&B: Ray's ``WandbLoggerCallback`` (flushing each run before its actor ends); group = experiment,
-  tags = domain and searcher.
+- W&B: :class:`search.wandb_logging.WandbRunsCallback` (Ray's ``WandbLoggerCallback`` with one shared
+  logging actor the driver never waits on); group = experiment, tags = domain, searcher, outcome.
+- Console: :class:`search.console.LiveConsole`; Ray's own output only with ``--console verbose``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
+from search.console import LIVE, VERBOSE, LiveConsole
 from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallback
 from search.settings import SearchSettings
 from search.stopping import GracefulStop
@@ -57,7 +59,8 @@ def build_tuner(
 
     ``trainable`` is the nsm trainable; bench/scale.py passes a stand-in to measure the driver alone.
     """
-    _configure_ray_tune()
+    _configure_ray_tune(settings)
+    baseline = dict(points_to_evaluate[0]) if points_to_evaluate else {}
     searcher = PruneAwareOptunaSearch(
         journal_path=settings.experiment_dir / STUDY_FILE,
         # For a URI, Ray's snapshots carry the journal to the location (see search.storage).
@@ -86,7 +89,10 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=settings.name,
             storage_path=settings.storage_path,
-            callbacks=[*_callbacks(settings, wandb_mode), *(extra_callbacks or [])],
+            callbacks=[*_callbacks(settings, wandb_mode, baseline), *(extra_callbacks or []),
+                       *_console_callbacks(settings, baseline)],
+            # Ray's per-trial boxes and status tables are off unless asked for (search.console).
+            verbose=_ray_verbosity(settings),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=CHECKPOINTS_TO_KEEP,
                 checkpoint_score_attribute=settings.metric,
@@ -99,17 +105,27 @@ def build_tuner(
     )
 
 
-def restore_tuner(settings: SearchSettings) -> tune.Tuner:
-    """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints."""
-    _configure_ray_tune()
+def restore_tuner(settings: SearchSettings, baseline: dict[str, Any] | None = None) -> tune.Tuner:
+    """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints.
+
+    The console of this run (``settings.console``) replaces the one the search was created with.
+    """
+    _configure_ray_tune(settings)
     relocate_journal(settings.name, settings.experiment_dir / STUDY_FILE)
     _relocated_storage[settings.name] = settings.storage_path
-    return tune.Tuner.restore(
+    tuner = tune.Tuner.restore(
         settings.experiment_path,
         trainable=_with_resources(train_nsm, settings),
         resume_unfinished=True,
         resume_errored=True,
     )
+    # Tuner.restore takes no RunConfig: the stored one (private to Ray; checked in
+    # tests/test_library_internals.py) gets this run's console and verbosity.
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.verbose = _ray_verbosity(settings)
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, LiveConsole)]
+    run_config.callbacks += _console_callbacks(settings, baseline or {})
+    return tuner
 
 
 # experiment name -> its storage path now, for a search generator Ray restores (see below).
@@ -145,14 +161,36 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _configure_ray_tune() -> None:
+def _configure_ray_tune(settings: SearchSettings) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_PERIOD_S)
+    if settings.console == VERBOSE:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+    else:
+        # Ray's newer output engine prints a boxed experiment table even at verbose=0; the older one
+        # prints nothing at 0 (errors are logged by Tune's controller either way).
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        # Optuna logs each study it creates at INFO; the live view already names the experiment.
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Frequent snapshots are intended (see above); Ray warns about them unless told not to.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's default loggers include TensorBoard, whose per-result flushes were a sixth of the driver's
     # time at hundreds of trials (bench/scale.py); W&B is the dashboard here. The JSON and CSV loggers
     # that ResultGrid and the analysis read are added explicitly in _callbacks.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+
+
+def _ray_verbosity(settings: SearchSettings) -> int | None:
+    """None: Ray's default (its detailed output) for ``--console verbose``; 0 (silent) otherwise."""
+    return None if settings.console == VERBOSE else 0
+
+
+def _console_callbacks(settings: SearchSettings, baseline: dict[str, Any]) -> list[tune.Callback]:
+    if settings.console != LIVE:
+        return []
+    return [LiveConsole(settings.name, settings.metric, settings.num_samples, settings.max_epochs,
+                        settings.searched_keys or list(baseline), baseline)]
 
 
 def _with_resources(trainable: Callable[[dict[str, Any]], None], settings: SearchSettings) -> Any:
@@ -172,20 +210,20 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
     )
 
 
-def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]:
+def _callbacks(settings: SearchSettings, wandb_mode: str, baseline: dict[str, Any]) -> list[tune.Callback]:
     loggers: list[tune.Callback] = [EpochJsonLoggerCallback(), EpochCSVLoggerCallback(), ResumeFromSurvivingCheckpoint()]
     stop = GracefulStop(settings.name, settings.time_budget_s)
     if wandb_mode == "disabled":
         return [*loggers, stop]
     import wandb
 
-    from search.wandb_logging import FlushingWandbLoggerCallback
+    from search.wandb_logging import WandbRunsCallback
 
     wandb_dir = Path(settings.experiment_dir)
     (wandb_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
     return [
         *loggers,
-        FlushingWandbLoggerCallback(
+        WandbRunsCallback(
             project=settings.wandb_project,
             group=settings.name,
             tags=[settings.domain, settings.searcher],
@@ -193,6 +231,11 @@ def _callbacks(settings: SearchSettings, wandb_mode: str) -> list[tune.Callback]
             mode=wandb_mode,
             # Trial actors' output reaches the driver's console; W&B's per-run banners would drown it.
             settings=wandb.Settings(silent=True),
+            metric=settings.metric,
+            max_epochs=settings.max_epochs,
+            domain=settings.domain,
+            searched_keys=settings.searched_keys or list(baseline),
+            baseline=baseline,
         ),
         stop,
     ]

@@ -8,7 +8,6 @@ the module that uses it, instead of failing inside a search.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,18 +79,25 @@ def test_optuna_journal_internals(tmp_path):
         assert backend._file_path == str(tmp_path / "study.journal")
 
 
-def test_ray_wandb_internals(tmp_path, monkeypatch):
-    # search/wandb_logging.py subclasses the logging actor and the callback.
-    check_internals(ray_wandb, ["_WandbLoggingActor", "WANDB_PROCESS_RUN_INFO_HOOK", "_run_wandb_process_run_info_hook"],
-                    "search/wandb_logging.py")
-    assert "_run_wandb_process_run_info_hook" in inspect.getsource(ray_wandb._WandbLoggingActor.run)
-    monkeypatch.chdir(tmp_path)  # the actor changes into its log directory
-    actor = ray_wandb._WandbLoggingActor(logdir=os.getcwd(), queue=None, exclude=[], to_config=[])
-    check_internals(actor, ["_wandb", "run"], "search/wandb_logging.py (_FlushingWandbLoggingActor.run)")
-    check_internals(ray_wandb.WandbLoggerCallback, ["_logger_actor_cls", "_signal_logging_actor_stop"],
-                    "search/wandb_logging.py")
+def test_ray_wandb_internals():
+    # search/wandb_logging.py subclasses the callback and reuses its result cleaning.
+    check_internals(ray_wandb, ["WANDB_ENV_VAR", "WANDB_PROCESS_RUN_INFO_HOOK", "_run_wandb_process_run_info_hook",
+                                "_clean_log", "_is_allowed_type"], "search/wandb_logging.py")
     callback = ray_wandb.WandbLoggerCallback(project="internals", mode="offline")
-    check_internals(callback, ["_trial_logging_futures"], "search/wandb_logging.py (on_experiment_end)")
+    check_internals(callback, ["_exclude_results", "AUTO_CONFIG_KEYS", "excludes", "log_config", "kwargs",
+                               "video_kwargs", "image_kwargs", "_upload_timeout", "project", "group"],
+                    "search/wandb_logging.py (WandbRunsCallback)")
+    from ray.air.util import node
+
+    check_internals(node, ["_force_on_current_node"], "search/wandb_logging.py")
+
+
+def test_tuner_run_config_internals(tmp_path):
+    # search/tuner.py's restore_tuner gives a restored Tuner this run's console and verbosity.
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=str(tmp_path), name="x"))
+    check_internals(tuner, ["_local_tuner"], "search/tuner.py (restore_tuner)")
+    run_config = tuner._local_tuner.get_run_config()
+    assert hasattr(run_config, "callbacks") and hasattr(run_config, "verbose")
 
 
 def test_wandb_settings_internals():

@@ -9,7 +9,9 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
+from analysis import wandb_workspace as wandb_workspace_cli
 from search.wandb_offline import read_wandb_records
+from search.wandb_workspace import SPEC_FILE, referenced_names
 from search.run import main
 from search.study import load_study
 from search.trainable import TRIAL_INFO_FILE, train_nsm
@@ -101,20 +103,54 @@ def test_asha_stopped_trials_are_pruned_and_wandb_offline_holds_each_trial(tmp_p
     # W&B offline: one run per trial under the experiment's wandb dir with its config and metrics.
     runs = {path.name.rsplit("-", 1)[-1]: path for path in (experiment_dir / "wandb").glob("offline-run-*")}
     assert set(outcomes) <= set(runs)
+    baselines = []
+    seen = {"config": set(), "summary": set(), "history": set()}  # every run field, for the workspace below
     for trial_id, row in outcomes.items():
         records = read_wandb_records(next(runs[trial_id].glob("run-*.wandb")))
-        config = {}
+        config, run_summary, tags, names = {}, {}, set(), set()
         for record in records:
             if record.WhichOneof("record_type") == "run":
                 config.update({item_key(item): json.loads(item.value_json) for item in record.run.config.update})
-                assert record.run.run_group == "asha" and record.run.project == "nsm-test" and set(record.run.tags) == {"planning", "tpe"}
+                assert record.run.run_group == "asha" and record.run.project == "nsm-test"
+                tags |= set(record.run.tags)
+                names.add(record.run.display_name)
             elif record.WhichOneof("record_type") == "config":
                 config.update({item_key(item): json.loads(item.value_json) for item in record.config.update})
+            elif record.WhichOneof("record_type") == "summary":
+                run_summary.update({item_key(item): json.loads(item.value_json) for item in record.summary.update})
         assert config["lr"] == pytest.approx(row["lr"]) and config["batch_size"] == row["batch_size"]
         logged = [json.loads(item.value_json) for record in records if record.WhichOneof("record_type") == "history"
                   for item in record.history.item if item_key(item) == "val_loss"]
         assert len(logged) == row["epochs"]
         assert min(logged) == pytest.approx(row["val_loss"])
+        # The summary holds the best of the history in the metric's direction (min for a loss), not the last epoch.
+        assert run_summary["val_loss"]["min"] == pytest.approx(min(logged))
+        assert run_summary["best_val_loss"] == pytest.approx(min(logged))
+        assert run_summary["best_epoch"] == logged.index(min(logged)) + 1
+        assert run_summary["final_status"] == row["status"] and row["status"] in tags
+        assert run_summary["domain"] == "planning" and run_summary["searched_keys"] == ["lr", "cycle_weight", "batch_size"]
+        assert {"planning", "tpe"} <= tags
+        assert f"planning-{trial_id} lr=" in " ".join(names)
+        if run_summary["is_baseline"]:
+            baselines.append(trial_id)
+            assert "baseline" in tags
+        seen["config"] |= set(config)
+        seen["summary"] |= set(run_summary)
+        seen["history"] |= {item_key(item) for record in records if record.WhichOneof("record_type") == "history"
+                            for item in record.history.item}
+    assert baselines == [summary["baseline"]["trial_id"]]
+
+    # The W&B workspace's specification, saved by the search: its panels name only fields the runs have.
+    spec = json.loads((experiment_dir / SPEC_FILE).read_text())
+    assert spec["group"] == "asha" and spec["runset"]["filter"] == "Metric('Group') == 'asha'"
+    assert spec["runset"]["order"] == [{"summary": "best_val_loss", "ascending": True}]  # a loss: lowest first
+    assert [panel["type"] for panel in spec["sections"][0]["panels"]] == [
+        "parallel_coordinates", "line", "scatter", "parameter_importance"]
+    for section, names in referenced_names(spec).items():
+        assert names and names <= seen[section], (section, names - seen[section])
+    assert referenced_names(spec)["config"] == {"lr", "cycle_weight", "batch_size"}
+    assert wandb_workspace_cli.main([str(experiment_dir), "--wandb", "offline"]) == 0
+    assert json.loads((experiment_dir / SPEC_FILE).read_text()) == spec
     # No credentials end up in the results.
     assert "WANDB_API_KEY" not in (experiment_dir / "search.json").read_text()
 

@@ -13,7 +13,9 @@ from search.settings import SETTINGS_FILE, SearchSettings, flags
 
 def test_every_flag_is_a_setting_with_the_settings_default():
     parser = build_parser()
-    options = {action.dest: action for action in parser._actions if action.dest != "help"}
+    # -v and -q are short spellings of --console verbose / quiet.
+    options = {action.dest: action for action in parser._actions
+               if action.dest != "help" and action.option_strings[0].startswith("--")}
     assert list(options) == [setting.name for setting in flags()]
     for setting in flags():
         assert options[setting.name].default == setting.default, setting.name
@@ -22,6 +24,8 @@ def test_every_flag_is_a_setting_with_the_settings_default():
     assert SearchSettings(**vars(parser.parse_args([]))) == SearchSettings()
     parsed = SearchSettings(**vars(parser.parse_args(["--domain", "kg", "--num-samples", "8", "--cpus-per-trial", "0.5"])))
     assert (parsed.domain, parsed.num_samples, parsed.cpus_per_trial) == ("kg", 8, 0.5)
+    assert [parser.parse_args(args).console for args in ([], ["-v"], ["-q"], ["--console", "quiet"])] == \
+        ["live", "verbose", "quiet", "quiet"]
 
 
 def test_search_json_keeps_the_searched_keys_and_not_the_resume_flag(tmp_path):
