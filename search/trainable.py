@@ -33,10 +33,6 @@ NODE_KEY = "node_id"  # which Ray node ran the trial: Ray's own node_ip is the s
 TRIAL_INFO_FILE = "trial.json"
 
 logger = logging.getLogger(__name__)
-# Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial; the driver's log
-# streaming then prints it to the user's console, and late, into whatever runs next. The checkpoint
-# path is in each trial's result and in Ray's snapshot; the line says nothing a user needs.
-logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 _cuda: Any = torch.cuda  # tests stand a fake CUDA in for it
 
