@@ -8,6 +8,7 @@ Kinds:
   wiped as on a new machine, then ``--resume`` from the bucket.
 
 Columns, each the total over the N runs of a kind (target: 0 everywhere):
+- not interrupted: runs whose search ended before the interruption point (they test nothing);
 - trials lost: trials of the budget that did not end completed or pruned after the last driver;
 - epochs duplicated: epoch records beyond the first, in result.json, progress.csv,
   training_history.json, plus Optuna trials held twice and W&B runs with repeated steps;
@@ -73,6 +74,7 @@ class Tally:
     epochs_duplicated: int = 0
     runs_unfinished: int = 0
     drivers_hung: int = 0
+    not_interrupted: int = 0  # the search ended before the interruption point: the run tested nothing
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,10 +103,10 @@ def main() -> int:
             if s3 is not None:
                 s3.stop()
     print()
-    print("| interruption | runs | trials lost | epochs duplicated | runs unfinished | drivers hung |")
-    print("|---|---|---|---|---|---|")
+    print("| interruption | runs | not interrupted | trials lost | epochs duplicated | runs unfinished | drivers hung |")
+    print("|---|---|---|---|---|---|---|")
     for kind, tally in tallies.items():
-        print(f"| {kind} | {tally.runs} | {tally.trials_lost} | {tally.epochs_duplicated} | "
+        print(f"| {kind} | {tally.runs} | {tally.not_interrupted} | {tally.trials_lost} | {tally.epochs_duplicated} | "
               f"{tally.runs_unfinished} | {tally.drivers_hung} |")
     for kind, tally in tallies.items():
         for note in tally.notes:
@@ -125,7 +127,9 @@ def _one_run(kind: str, run: int, root: Path, space: Path, env: dict[str, str], 
                               start_new_session=True)
     try:
         wait_until(lambda: finished_trials(mirror), driver, "a trial finished", TIMEOUT_S)
-        running = wait_until(lambda: _running_trial_that_just_logged(mirror), driver, "a running trial logged", TIMEOUT_S)
+        # On a bucket the trial directories are not mirrored locally: the study's journal is.
+        logged = _running_trial_in_study if kind == "s3" else _running_trial_that_just_logged
+        running = wait_until(lambda: logged(mirror), driver, "a running trial logged", TIMEOUT_S)
         if kind == "trial":
             pid = json.loads((mirror / f"trial_{running}" / "trial.json").read_text())["pid"]
             os.kill(pid, signal.SIGKILL)
@@ -137,6 +141,7 @@ def _one_run(kind: str, run: int, root: Path, space: Path, env: dict[str, str], 
             tally.drivers_hung += 1
             tally.notes.append(f"run {run}: the driver did not exit after the interruption")
     except AssertionError as error:  # the search ended before the interruption point: nothing to stress
+        tally.not_interrupted += 1
         tally.notes.append(f"run {run}: {error}")
     finally:
         kill_group(driver.pid)
@@ -162,6 +167,22 @@ def _running_trial_that_just_logged(experiment_dir: Path) -> str | None:
         if trial not in done and epochs and (experiment_dir / f"trial_{trial}" / "trial.json").is_file():
             return trial
     return None
+
+
+def _running_trial_in_study(experiment_dir: Path) -> str | None:
+    """A trial the study holds as running with at least one epoch reported (Ray trial id), or None."""
+    from optuna.trial import TrialState
+
+    from search.study import STUDY_FILE, load_study
+
+    if not (experiment_dir / STUDY_FILE).is_file():
+        return None
+    try:
+        trials = load_study(experiment_dir).trials
+    except KeyError:  # the journal exists, the study is not created in it yet
+        return None
+    return next((t.user_attrs["ray_trial_id"] for t in trials
+                 if t.state == TrialState.RUNNING and t.intermediate_values), None)
 
 
 def _tally(experiment: Path, tally: Tally, run: int) -> None:

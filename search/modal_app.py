@@ -89,6 +89,7 @@ PINNED_REQUIREMENTS = (
     "pyyaml==6.0.4",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
+    "wandb-workspaces==0.4.13",
 )
 # `modal` itself is not installed: Modal adds its client to every container, at the launching client's version.
 PROJECT_PACKAGES = ("nsm", "search", "spaces", "analysis")
