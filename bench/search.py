@@ -212,6 +212,7 @@ def analyse(records: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     once, in the order Ray processed them; results past the budget (a trial that reported alongside
     the one that spent it) are left out. ``curve[i]`` = best value after i + 1 epochs."""
     seen: set[tuple[str, int]] = set()
+    values: dict[tuple[str, int], float] = {}
     best, chosen, curve = -math.inf, None, []
     for record in records:
         if record["epoch"] is None:
@@ -223,13 +224,17 @@ def analyse(records: list[dict[str, Any]], budget: int) -> dict[str, Any]:
             break
         seen.add(key)
         value = record["value"]
-        if value is not None and math.isfinite(value) and value > best:  # the first to reach the best is chosen
-            best, chosen = value, key
+        if value is not None and math.isfinite(value):
+            values[key] = value
+            if value > best:  # the first to reach the best is chosen
+                best, chosen = value, key
         curve.append(best if math.isfinite(best) else None)
     return {"epochs_run": len({(r["trial"], r["epoch"]) for r in records if r["epoch"] is not None}),
             "epochs_counted": len(seen), "trials": len({trial for trial, _ in seen}),
             "best_val": best if math.isfinite(best) else None,
-            "chosen_trial": chosen[0] if chosen else None, "chosen_epoch": chosen[1] if chosen else None, "curve": curve}
+            "chosen_trial": chosen[0] if chosen else None, "chosen_epoch": chosen[1] if chosen else None, "curve": curve,
+            # The chosen trial's counted epochs and their values (for a checkpoint of an equal value).
+            "chosen_values": {epoch: value for (trial, epoch), value in values.items() if chosen and trial == chosen[0]}}
 
 
 def epochs_to_match(curve: list[float | None], target: float) -> int | None:
@@ -242,7 +247,8 @@ def epochs_to_match(curve: list[float | None], target: float) -> int | None:
 
 def chosen_checkpoint(trial_dir: Path, epoch: int, values: dict[int, float]) -> tuple[Path, int]:
     """The trial's checkpoint of ``epoch``; if Ray did not keep it (num_to_keep ranks by the metric, and a
-    later epoch may have tied it), the kept one of the best value among the counted epochs ``values``."""
+    later epoch may have tied it), the kept one of the best value among the counted epochs ``values``
+    (a tie of the chosen value when Ray dropped the chosen epoch for it: still a choice on validation)."""
     from nsm.checkpoint import load_checkpoint
 
     kept = {}
@@ -290,11 +296,8 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
            "wall_s": round(wall_s, 1), **analyse(records, budget)}
     row["test"] = row["test_epoch"] = None
     if row["chosen_trial"] is not None:
-        # The chosen trial's counted epochs: those up to the chosen one (a trial reports its epochs in order).
-        values = {int(r["epoch"]): r["value"] for r in records if r["trial"] == row["chosen_trial"]
-                  and r["value"] is not None and int(r["epoch"]) <= row["chosen_epoch"]}
         checkpoint, row["test_epoch"] = chosen_checkpoint(workdir / "eff" / name / f"trial_{row['chosen_trial']}",
-                                                          row["chosen_epoch"], values)
+                                                          row["chosen_epoch"], row.pop("chosen_values"))
         row["test"] = test_accuracy(checkpoint)
     return row
 
