@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overhead-epochs", type=int, default=4)
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), help="worth: domains, in order")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                        help=f"worth: methods, random first (all: {', '.join(METHODS)})")
+                        help=f"worth: methods, random first; without random, its rows must come from --results "
+                        f"(all: {', '.join(METHODS)})")
     parser.add_argument("--random-trials", type=int, default=6, help="worth: the budget is this many full trials")
     parser.add_argument("--max-epochs", type=int, default=8, help="worth: epochs of a trial never stopped early")
     parser.add_argument("--num-graphs", type=int, default=400, help="worth: small enough that no domain saturates")
@@ -106,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", default="bench-search-results.jsonl",
                         help="worth: JSON lines appended per search; rows already there are not run again")
     parser.add_argument("--workdir", default=None, help="where the experiments go (default: a temporary directory)")
+    parser.add_argument("--table-only", action="store_true", help="worth: print the table of --results, run nothing")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-efficiency", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of both benchmarks")
@@ -121,7 +123,7 @@ def _check_args(args: argparse.Namespace) -> None:
     unknown = [name for name in args.methods if name not in METHODS]
     if unknown:
         raise BenchError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
-    if args.methods[0] != RANDOM:
+    if RANDOM in args.methods and args.methods[0] != RANDOM:
         raise BenchError(f"--methods must start with {RANDOM} (the baseline the others are matched against)")
     bad = [name for name in args.domains if name not in DOMAINS]
     if bad:
@@ -322,8 +324,12 @@ def _same_setup(row: dict[str, Any], args: argparse.Namespace) -> bool:
 
 def efficiency(args: argparse.Namespace, workdir: Path) -> None:
     results = Path(args.results)
+    if args.table_only:
+        print(format_table([r for r in read_rows(results) if _same_setup(r, args)], args.methods, args.domains))
+        return
     done = {(r["seed"], r["domain"], r["method"]) for r in read_rows(results) if _same_setup(r, args)}
-    ray.init(num_cpus=args.max_concurrent, include_dashboard=False, logging_level="ERROR")
+    # "local": a fresh Ray of our own, never a cluster another process left recorded in /tmp/ray.
+    ray.init(address="local", num_cpus=args.max_concurrent, include_dashboard=False, logging_level="ERROR")
     try:
         for seed in args.seeds:  # seed-major: a partial run still covers every domain and method
             for domain in args.domains:
@@ -351,6 +357,7 @@ def _mean_std(values: list[float]) -> str:
 
 def format_table(rows: list[dict[str, Any]], methods: list[str], domains: list[str]) -> str:
     """Markdown table: per domain and method, mean ± std over the seeds that every method finished."""
+    methods = [RANDOM, *(m for m in methods if m != RANDOM)]
     lines = ["| domain | method | seeds | epochs used / budget | best val_acc | test_acc (chosen on val) | "
              "Δ best val vs random | epochs to match random's best | matched within 40% |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -387,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-search-") as directory:
         workdir = Path(args.workdir) if args.workdir else Path(directory)
         workdir.mkdir(parents=True, exist_ok=True)
-        if not args.skip_overhead:
+        if not args.skip_overhead and not args.table_only:
             overhead(args, workdir)
         if not args.skip_efficiency:
             efficiency(args, workdir)

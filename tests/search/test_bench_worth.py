@@ -95,7 +95,7 @@ def test_bad_input_exits_2_with_one_line(bench, capsys, argv, message):
 
 
 def test_each_method_stays_within_the_budget_and_random_uses_all_of_it(bench, tmp_path, ray_session):
-    args = bench.parse_args(["--quick", "--random-trials", "2", "--max-epochs", "2", "--num-graphs", "120",
+    args = bench.parse_args(["--random-trials", "2", "--max-epochs", "2", "--num-graphs", "120", "--hidden-dim", "16",
                              "--methods", "random", "asha+tpe", "--results", str(tmp_path / "rows.jsonl")])
     budget = 4
     rows = {name: bench.run_one(args, bench.METHODS[name], "planning", 0, tmp_path) for name in args.methods}
