@@ -76,6 +76,7 @@ METHODS = {m.name: m for m in (
     Method("fifo+tpe-mv", "none", "tpe-mv"),
     Method("asha-g4+tpe-mv", "asha", "tpe-mv", grace_period=4),
     Method("asha-g4-rf2+tpe", "asha", "tpe", grace_period=4, reduction_factor=2),
+    Method("asha-g8+tpe", "asha", "tpe", grace_period=8),
 )}
 DEFAULT_METHODS = [RANDOM, "asha+tpe", "asha+tpe-mv", "fifo+tpe-mv"]
 
