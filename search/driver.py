@@ -98,7 +98,9 @@ def run_experiments(request: SearchSettings, callbacks: list[Any] | None = None)
 
 def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
     preflight.check_counts(request.num_samples, request.max_epochs, request.cpus_per_trial,
-                           request.gpus_per_trial, request.max_concurrent, request.time_budget_s)
+                           request.gpus_per_trial, request.max_concurrent, request.time_budget_s,
+                           grace_period=request.grace_period, reduction_factor=request.reduction_factor,
+                           epoch_budget=request.epoch_budget)
     preflight.check_storage_path(request.storage_path)
     storage_path = _absolute_storage_path(request.storage_path)
     _check_metric(request.metric)
@@ -271,7 +273,7 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
         address=address,
         resume=None,
         mode=nsm_metrics.mode(request.metric),
-        grace_period=preflight.asha_grace_period(budget.max_epochs),
+        grace_period=request.grace_period or preflight.asha_grace_period(budget.max_epochs),
         searched_keys=searched_keys(plan.param_space),
     )
 
@@ -286,6 +288,8 @@ def _print_budget(settings: SearchSettings, resources: preflight.ClusterResource
     scheduler = (f"ASHA (grace {settings.grace_period} epochs, reduction factor {settings.reduction_factor})"
                  if settings.scheduler == "asha" else "no early stopping")
     budget = f", time budget {settings.time_budget_s:g} s" if settings.time_budget_s else ""
+    if settings.epoch_budget:
+        budget += f", epoch budget {settings.epoch_budget}"
     print(f"budget: {settings.num_samples} trials x {settings.max_epochs} epochs, "
           f"{settings.cpus_per_trial:g} CPU + {settings.gpus_per_trial:g} GPU per trial, "
           f"{settings.max_concurrent} at a time; {settings.searcher.upper()} (seed {settings.seed}), {scheduler}{budget}")
@@ -340,6 +344,10 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     _save_wandb_workspace(settings, wandb_mode)
     if stopping.stop_reason(settings.name) == stopping.BUDGET_SPENT:
         return summary, stopping.BUDGET_SPENT
+    if stopping.stop_reason(settings.name) == stopping.EPOCH_BUDGET_SPENT:
+        # Trials the stop caught are over, not resumable: the budget is the search's whole allowance.
+        print(f"\nepoch budget of {settings.epoch_budget} spent after {len(statuses)} of {settings.num_samples} trials")
+        return summary, None
     unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
     interrupted = unfinished or len(statuses) < settings.num_samples
     return summary, stopping.INTERRUPTED if interrupted else None

@@ -64,6 +64,10 @@ def check_counts(
     gpus_per_trial: float | None,
     max_concurrent: int | None,
     time_budget_s: float | None,
+    *,
+    grace_period: int | None = None,
+    reduction_factor: int | None = None,
+    epoch_budget: int | None = None,
 ) -> None:
     """Range checks of the numeric flags (None means "choose a default")."""
     if num_samples is not None and num_samples < 1:
@@ -82,6 +86,12 @@ def check_counts(
         raise SearchError(f"--max-concurrent must be >= 1, got {max_concurrent}")
     if time_budget_s is not None and not (time_budget_s > 0 and math.isfinite(time_budget_s)):
         raise SearchError(f"--time-budget-s must be > 0, got {time_budget_s:g}")
+    if grace_period is not None and grace_period < 1:
+        raise SearchError(f"--grace-period must be >= 1, got {grace_period}")
+    if reduction_factor is not None and reduction_factor < 2:
+        raise SearchError(f"--reduction-factor must be >= 2, got {reduction_factor}")
+    if epoch_budget is not None and epoch_budget < 1:
+        raise SearchError(f"--epoch-budget must be >= 1, got {epoch_budget}")
 
 
 def check_name(name: str) -> None:

@@ -30,6 +30,7 @@ SETTLE_TIMEOUT_S = 10.0
 
 INTERRUPTED = "interrupted"
 BUDGET_SPENT = "budget_spent"
+EPOCH_BUDGET_SPENT = "epoch_budget_spent"
 
 # experiment name -> what a restored callback must use / what the last run of it did; the driver
 # and the callbacks Ray unpickles from the experiment meet here (callbacks cannot be passed to
@@ -46,6 +47,41 @@ def set_time_budget(experiment: str, seconds: float | None) -> None:
 def stop_reason(experiment: str) -> str | None:
     """Why the last run of ``experiment`` in this process stopped early: INTERRUPTED, BUDGET_SPENT or None."""
     return _stop_reasons.get(experiment)
+
+
+class EpochBudget(tune.Stopper):
+    """Ray Tune stopper that ends the search once its trials have reported ``budget`` epochs in all.
+
+    An epoch counts once per trial (a trial restarted from a checkpoint re-reports the epochs after
+    it). The result that reaches the budget is the last one Ray processes: ``stop_all`` then stops
+    every trial, so a trial running alongside does not get its next epoch counted. What it trained
+    of that epoch is lost compute the count does not see (at most one partial epoch per other trial).
+    """
+
+    def __init__(self, experiment: str, budget: int) -> None:
+        self.experiment = experiment
+        self.budget = budget
+        self._seen: set[tuple[str, int]] = set()
+
+    @property
+    def epochs(self) -> int:
+        """Epochs counted so far."""
+        return len(self._seen)
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        epoch = result.get("epoch")
+        if isinstance(epoch, (int, float)) and epoch == epoch and not self.spent():
+            self._seen.add((trial_id, int(epoch)))
+        if self.spent():
+            _stop_reasons[self.experiment] = EPOCH_BUDGET_SPENT
+            return True
+        return False
+
+    def spent(self) -> bool:
+        return self.epochs >= self.budget
+
+    def stop_all(self) -> bool:
+        return self.spent()
 
 
 class GracefulStop(tune.Callback):

@@ -84,14 +84,19 @@ def load_study(experiment_dir: str | Path) -> optuna.Study:
 
 
 def make_sampler(searcher: str, seed: int | None, num_samples: int) -> optuna.samplers.BaseSampler:
-    """TPE (default) or random sampling, seeded.
+    """TPE (default), multivariate TPE (``tpe-mv``) or random sampling, seeded.
 
     TPE's default of 10 random start-up trials would leave a 12-trial laptop search almost entirely
-    random, so a quarter of the budget (at least 3) is spent on exploration instead.
+    random, so a quarter of the budget (at least 3) is spent on exploration instead. ``tpe-mv`` models
+    the searched keys jointly and, with ``constant_liar``, treats running trials as bad so that
+    concurrent trials are not all drawn next to the same optimum.
     """
     if searcher == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, num_samples // 4)))
+    startup = min(10, max(3, num_samples // 4))
+    if searcher == "tpe-mv":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 class PruneAwareOptunaSearch(OptunaSearch):

@@ -2,9 +2,12 @@
 
 - Searcher: :class:`search.study.PruneAwareOptunaSearch` (TPE or random, seeded) over the study in
   ``study.journal``, behind a ``ConcurrencyLimiter``; the baseline config is its first point.
-- Scheduler: ASHA on the metric, time unit = epoch, ``max_t`` = max epochs, grace period from
-  :func:`search.preflight.asha_grace_period`, reduction factor 3 (the top third of the trials at each
-  rung continue); or FIFO (``--scheduler none``).
+- Scheduler: ASHA on the metric, time unit = epoch, ``max_t`` = max epochs, grace period
+  ``--grace-period`` (default :func:`search.preflight.asha_grace_period`), reduction factor
+  ``--reduction-factor`` (default 3: the top third of the trials at each rung continue); or FIFO
+  (``--scheduler none``).
+- Epoch budget (``--epoch-budget``): a Ray ``Stopper`` ends the search once the trials have run that
+  many epochs in all (:class:`search.stopping.EpochBudget`).
 - Checkpoints: every epoch, ``num_to_keep=2`` ranked by the metric (Ray always keeps the latest as
   well, which is what a restarted trial resumes from). ``FailureConfig`` retries a crashed trial
   from its last checkpoint.
@@ -32,7 +35,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from search.console import LIVE, VERBOSE, LiveConsole
 from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallback
 from search.settings import SearchSettings
-from search.stopping import GracefulStop
+from search.stopping import EpochBudget, GracefulStop
 from search.surviving_checkpoints import ResumeFromSurvivingCheckpoint
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
@@ -99,6 +102,7 @@ def build_tuner(
                 checkpoint_score_order=settings.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            stop=EpochBudget(settings.name, settings.epoch_budget) if settings.epoch_budget else None,
             # nsm's run files are written to the trial's working directory; sync them to the trial dir.
             sync_config=tune.SyncConfig(sync_artifacts=True),
         ),
