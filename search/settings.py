@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nsm.config import PROJECT_NAME
-from nsm.domains import DOMAINS
+from nsm.domains import DOMAINS, GROUPS
 from nsm.files import write_json
 from search import storage
 from search.errors import SearchError
@@ -42,8 +42,10 @@ class SearchSettings:
     """Everything a search needs; one experiment (one domain) once resolved by the driver."""
 
     domain: str | None = _flag(
-        None, "domain to search; 'all' runs the three as three experiments in one Ray session (required unless --resume)",
-        metavar="{" + ",".join((*DOMAINS, "all")) + "}")
+        None, "domain to search, any case: a synthetic domain (planning, causal, kg) or a GraIL split (WN18RR_v1..v4, "
+        "fb237_v1..v4, nell_v1..v4); 'all' runs the three synthetic domains and 'grail' the 12 splits, as one experiment "
+        "each in one Ray session (required unless --resume)",
+        metavar="{" + ",".join((*DOMAINS, *GROUPS)) + "}")
     space: str = _flag(  # resolved: absolute path of the space file
         str(DEFAULT_SPACE), "search-space YAML (distributions and fixed trainer keys, per-domain overrides)", metavar="FILE")
     num_samples: int | None = _flag(None, "trials to run (default: 24 on CPUs, 64 when trials use GPUs)", metavar="N")
@@ -55,8 +57,9 @@ class SearchSettings:
         choices=("asha", "none"))
     searcher: str = _flag(
         "tpe", "Optuna sampler (seeded with --seed); the baseline config is always the first trial", choices=("tpe", "random"))
-    metric: str = _flag(
-        "val_acc", "metric to rank and prune on (one of nsm's metric names); maximised for accuracies, minimised for losses")
+    metric: str | None = _flag(  # resolved: the domain's task's default metric when not given
+        None, "metric to rank and prune on (one of nsm's metric names); maximised for accuracies and ranking metrics, "
+        "minimised for losses (default: val_acc on the synthetic domains, val_mrr on GraIL's splits)")
     cpus_per_trial: float | None = _flag(
         None, "CPUs per trial, also the trial's torch threads (default: 1; with GPUs, the node's CPUs shared among its "
         "trials, at most 4)")
