@@ -70,7 +70,7 @@ def test_resume_replays_the_uninterrupted_run(tiny_split, tmp_path):
 def test_cli_default_config_runs_a_split(tiny_split, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "NSM_DATA_DIR": tiny_split}
     # The checksums of the tiny copy live in this process only: build the cache here, the CLI reads it.
-    nsm_train.load_link_data("WN18RR_v1", None if False else tiny_split)
+    nsm_train.load_link_data("WN18RR_v1", tiny_split)
     done = subprocess.run(
         [sys.executable, "-m", "nsm.train", "--domain", "wn18rr_v1", "--epochs", "1", "--hidden-dim", "16",
          "--out", str(tmp_path / "cli")],
