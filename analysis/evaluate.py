@@ -124,7 +124,7 @@ def link_prediction_test(checkpoint: dict[str, Any]) -> dict[str, Any]:
         data = load_link_data(config.domain, config.data_root)
     except ConfigError as error:
         raise AnalysisError(str(error)) from None
-    tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, model_device(model))
+    tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, _model_device(model))
     return {
         "test_metrics": {f"test_{name}": tested[name] for name in ("auc_pr", "hits_at_10", "mrr", "acc", "task_loss")},
         "shortcut_metrics": ppr.evaluate(data.protocol, "test"),
@@ -132,7 +132,7 @@ def link_prediction_test(checkpoint: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def model_device(model: Any) -> Any:
+def _model_device(model: Any) -> Any:
     return next(model.parameters()).device
 
 

@@ -49,6 +49,17 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
         assert {"test_hits_at_10", "test_mrr", "test_auc_pr"} <= set(results["test_metrics"])
         assert "shortcut_metrics" in results
 
+    # analysis/evaluate.py scores the best checkpoint by GraIL's protocol, beside the shortcut.
+    from analysis.evaluate import evaluate_experiment, format_evaluation
+    from analysis.experiment import open_experiment
+
+    evaluation = evaluate_experiment(open_experiment(tmp_path / "ray" / "lp"), tmp_path / "evaluation")
+    assert evaluation["task"] == "link_prediction" and evaluation["metric"] == "val_mrr"
+    assert {"test_auc_pr", "test_hits_at_10", "test_mrr"} <= set(evaluation["test_metrics"])
+    assert set(evaluation["shortcut_metrics"]) == {"test_auc_pr", "test_hits_at_10", "test_mrr"}
+    text = format_evaluation(evaluation)
+    assert "PPR shortcut" in text and "GraIL (published)" in text
+
 
 @pytest.mark.parametrize("domain", ["WN18RR_v9", "grail_v1"])
 def test_unknown_split_is_a_one_line_error(tmp_path, domain, capsys):
