@@ -111,15 +111,25 @@ def _log_results(run: Any, experiment: Experiment, trial_id: str, config: dict[s
     run.summary["experiment_complete"] = experiment.is_complete
     if best is not None:
         run.summary["best_epoch"] = best.epoch
-        run.summary["test_acc"] = float(best.final_results["test_metrics"]["test_acc"])
+        # Every test metric of the run (test_acc; on GraIL's splits also test_auc_pr, test_hits_at_10, test_mrr),
+        # and the PPR shortcut's beside them.
+        for name, value in best.final_results["test_metrics"].items():
+            run.summary[name] = float(value)
+        for name, value in (best.final_results.get("shortcut_metrics") or {}).items():
+            run.summary[f"ppr_{name}"] = float(value)
     if evaluation is not None:
-        run.summary["test_acc"] = evaluation["accuracy"]
-        for name, value in evaluation["per_class_accuracy"].items():
-            run.summary[f"test_acc_{name.replace(' ', '')}"] = value
+        if evaluation.get("task") == "link_prediction":
+            for name, value in {**evaluation["test_metrics"], **{f"ppr_{k}": v for k, v in evaluation["shortcut_metrics"].items()}}.items():
+                run.summary[name] = float(value)
+        else:
+            run.summary["test_acc"] = evaluation["accuracy"]
+            for name, value in evaluation["per_class_accuracy"].items():
+                run.summary[f"test_acc_{name.replace(' ', '')}"] = value
         if "seeds" in evaluation:
+            metric = evaluation["seeds"].get("metric", "test_acc")
             for name in ("best", "baseline"):
-                run.summary[f"seeds_{name}_test_acc_mean"] = evaluation["seeds"][name]["mean"]
-                run.summary[f"seeds_{name}_test_acc_std"] = evaluation["seeds"][name]["std"]
+                run.summary[f"seeds_{name}_{metric}_mean"] = evaluation["seeds"][name]["mean"]
+                run.summary[f"seeds_{name}_{metric}_std"] = evaluation["seeds"][name]["std"]
         run.log({f"evaluation/{name}": wandb.Image(path) for name, path in evaluation.get("figures", {}).items()})
     artifact = wandb.Artifact(f"{experiment.name}-best-config", type="config",
                               metadata={"trial_id": trial_id, "metric": experiment.metric, "experiment": str(experiment.path)})

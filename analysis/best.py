@@ -92,8 +92,16 @@ def test_metrics(checkpoint: dict[str, Any]) -> dict[str, float]:
     from nsm.errors import ConfigError
     from nsm.train import evaluate
 
+    from nsm.domains import is_link_prediction, task_of
+    from nsm.train import load_link_data, score_link_part
+
     try:
         model, config = load_model(checkpoint)
+        if is_link_prediction(config.domain):  # GraIL's protocol on the split's fixed test candidates
+            data = load_link_data(config.domain, config.data_root)
+            tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, "cpu")
+            names = task_of(config.domain).test_metrics
+            return {f"test_{name}": value for name, value in tested.items() if f"test_{name}" in names}
         data = load_domain(config.domain, num_graphs=config.num_graphs, seed=config.seed, root=config.data_root)
     except ConfigError as error:
         raise AnalysisError(str(error)) from None
@@ -199,10 +207,11 @@ def _main(args: argparse.Namespace) -> None:
     exported = export_best(experiment, args.out)
     print(f"{experiment.name}: {len(ranked_trials(experiment))} finished trials ranked by {experiment.metric} ({experiment.mode})")
     print(format_table(experiment, args.top))
-    test_acc = exported.final_results["test_metrics"]["test_acc"]
+    tested = exported.final_results["test_metrics"]
+    test_text = ", ".join(f"{name} {tested[name]:.4f}" for name in ("test_acc", "test_hits_at_10", "test_mrr") if name in tested)
     print(
         f"best: trial {exported.trial_id}, epoch {exported.epoch}: {experiment.metric} {exported.value:.4f}, "
-        f"test_acc {test_acc:.4f}\nwrote {exported.directory}/ ({', '.join(BEST_FILES)})\n"
+        f"{test_text}\nwrote {exported.directory}/ ({', '.join(BEST_FILES)})\n"
         f"train it:  python -m nsm.train --config {exported.files['best_config.yaml']}\n"
         f"warm-start a search:  python search/run.py --domain {exported.config['domain']} "
         f"--warm-start {exported.files['best_config.yaml']}"

@@ -6,6 +6,11 @@ confusion matrix, classification report, confidence histogram), ``confusion_matr
 (the best config with the baseline's value of every searched key, nsm.config.baseline_values) with N
 seeds each and reports mean +- std test accuracy of both (``seeds`` in evaluation.json, ``seeds.png``), so an exported config is not a lucky
 draw. Everything is computed with numpy: analysis needs only the runtime dependencies.
+
+On a GraIL split (link prediction) the evaluation is GraIL's protocol instead: test AUC-PR, Hits@10
+and MRR of the best checkpoint on the fixed test candidates, printed beside the Personalized PageRank
+shortcut on the same candidates (``nsm.ppr``) and the published GraIL / NBFNet numbers; ``--seeds``
+then reports test Hits@10.
 """
 
 from __future__ import annotations
@@ -105,6 +110,32 @@ def evaluation_metrics(probs: np.ndarray, labels: np.ndarray, bins: int = 10) ->
     }
 
 
+def link_prediction_test(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's model on its GraIL split's test candidates, beside the PPR shortcut on the same
+    ones and the published numbers: ``{"test_metrics", "shortcut_metrics", "published"}``."""
+    from nsm import ppr
+    from nsm.checkpoint import load_model
+    from nsm.data.grail import PUBLISHED
+    from nsm.errors import ConfigError
+    from nsm.train import load_link_data, score_link_part
+
+    try:
+        model, config = load_model(checkpoint)
+        data = load_link_data(config.domain, config.data_root)
+    except ConfigError as error:
+        raise AnalysisError(str(error)) from None
+    tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, _model_device(model))
+    return {
+        "test_metrics": {f"test_{name}": tested[name] for name in ("auc_pr", "hits_at_10", "mrr", "acc", "task_loss")},
+        "shortcut_metrics": ppr.evaluate(data.protocol, "test"),
+        "published": dict(PUBLISHED.get(config.domain, {})),
+    }
+
+
+def _model_device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
 def predict_test(checkpoint: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and labels of the checkpoint's domain's test split (nsm.train.predict)."""
     from nsm.checkpoint import load_model
@@ -167,8 +198,9 @@ def plot_seed_study(seeds: dict[str, Any]) -> Figure:
     stds = [seeds[name]["std"] for name in names]
     ax.bar(names, means, yerr=stds, capsize=6, color=["tab:blue", "tab:gray"], alpha=0.8)
     for i, name in enumerate(names):
-        ax.scatter([i] * len(seeds[name]["test_acc"]), seeds[name]["test_acc"], color="black", zorder=3, s=12)
-    ax.set_ylabel("test accuracy")
+        metric = seeds.get("metric", "test_acc")
+        ax.scatter([i] * len(seeds[name][metric]), seeds[name][metric], color="black", zorder=3, s=12)
+    ax.set_ylabel(seeds.get("metric", "test_acc").replace("_", " "))
     ax.set_ylim(0, 1)
     ax.set_title(f"{len(seeds['seeds'])} seeds: mean +- std")
     return fig
@@ -193,7 +225,10 @@ def seed_study(config: dict[str, Any], seeds: int, searched_keys: Sequence[str] 
     base_seed = int(config.get("seed", 0))
     seed_values = [base_seed + i for i in range(seeds)]
     configs = {"best": dict(config), "baseline": {**config, **baseline_values(searched_keys)}}
-    study: dict[str, Any] = {"seeds": seed_values}
+    from nsm.domains import is_link_prediction
+
+    metric = "test_hits_at_10" if is_link_prediction(str(config.get("domain", ""))) else "test_acc"
+    study: dict[str, Any] = {"seeds": seed_values, "metric": metric}
     for name, values in configs.items():
         accuracies = []
         for seed in seed_values:
@@ -202,11 +237,11 @@ def seed_study(config: dict[str, Any], seeds: int, searched_keys: Sequence[str] 
             except ConfigError as error:
                 raise AnalysisError(str(error)) from None
             results = train(train_config)
-            accuracies.append(float(results["test_metrics"]["test_acc"]))
+            accuracies.append(float(results["test_metrics"][metric]))
         array = np.asarray(accuracies)
         study[name] = {
             "config": {key: values[key] for key in searched_keys if key in values},
-            "test_acc": accuracies,
+            metric: accuracies,
             "mean": float(array.mean()),
             "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
         }
@@ -225,9 +260,10 @@ def evaluate_experiment(
     trial_id: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on the test split; write evaluation.json and the PNGs; return the dict."""
+    from nsm.domains import is_link_prediction
+
     trial_id = trial_id or best_trial_id(experiment)
     best = best_checkpoint(experiment, trial_id)
-    probs, labels = predict_test(best.checkpoint)
     evaluation = {
         "experiment": str(experiment.path),
         "trial_id": best.trial_id,
@@ -236,13 +272,18 @@ def evaluate_experiment(
         "metric_value": best.value,
         "checkpoint": best.source,
         "config": dict(best.checkpoint["config"]),
-        **evaluation_metrics(probs, labels),
     }
     directory = Path(out_dir) if out_dir is not None else experiment.analysis_dir / EVALUATION_DIR
-    figures = {
-        "confusion_matrix": plot_confusion_matrix(np.asarray(evaluation["confusion_matrix"]), f"{experiment.name}: test confusion matrix"),
-        "confidence_histogram": plot_confidence_histogram(evaluation["confidence_histogram"]),
-    }
+    figures: dict[str, Figure] = {}
+    if is_link_prediction(str(evaluation["config"].get("domain", ""))):
+        evaluation.update(task="link_prediction", **link_prediction_test(best.checkpoint))
+    else:
+        probs, labels = predict_test(best.checkpoint)
+        evaluation.update(evaluation_metrics(probs, labels))
+        figures = {
+            "confusion_matrix": plot_confusion_matrix(np.asarray(evaluation["confusion_matrix"]), f"{experiment.name}: test confusion matrix"),
+            "confidence_histogram": plot_confidence_histogram(evaluation["confidence_histogram"]),
+        }
     if seeds:
         evaluation["seeds"] = seed_study(evaluation["config"], seeds, experiment.searched_keys)
         figures["seeds"] = plot_seed_study(evaluation["seeds"])
@@ -254,7 +295,31 @@ def evaluate_experiment(
     return evaluation
 
 
+def format_link_prediction(evaluation: dict[str, Any]) -> list[str]:
+    """GraIL's test metrics of the NSM beside the PPR shortcut and the published numbers (percent)."""
+    nsm_row, ppr_row, published = evaluation["test_metrics"], evaluation["shortcut_metrics"], evaluation["published"]
+
+    def pct(value: Any) -> str:
+        return f"{100 * value:8.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else f"{'-':>8}"
+
+    lines = [f"{'test (%)':<22}{'AUC-PR':>8}{'Hits@10':>8}{'MRR':>8}"]
+    lines.append(f"{'NSM (this checkpoint)':<22}{pct(nsm_row['test_auc_pr'])}{pct(nsm_row['test_hits_at_10'])}{pct(nsm_row['test_mrr'])}")
+    lines.append(f"{'PPR shortcut':<22}{pct(ppr_row['test_auc_pr'])}{pct(ppr_row['test_hits_at_10'])}{pct(ppr_row['test_mrr'])}")
+    lines.append(f"{'GraIL (published)':<22}{pct(published.get('grail_auc_pr'))}{pct(published.get('grail_hits_at_10'))}{pct(None)}")
+    lines.append(f"{'NBFNet (published)':<22}{pct(None)}{pct(published.get('nbfnet_hits_at_10'))}{pct(None)}")
+    gap = nsm_row["test_hits_at_10"] - ppr_row["test_hits_at_10"]
+    lines.append(f"NSM {'beats' if gap > 0 else 'does not beat'} the PPR shortcut on Hits@10 ({100 * gap:+.2f} points, same candidates)")
+    return lines
+
+
 def format_evaluation(evaluation: dict[str, Any]) -> str:
+    if evaluation.get("task") == "link_prediction":
+        head = (f"trial {evaluation['trial_id']} epoch {evaluation['epoch']} "
+                f"({evaluation['metric']} {evaluation['metric_value']:.4f}), {evaluation['config']['domain']}")
+        lines = [head, *format_link_prediction(evaluation)]
+        if "seeds" in evaluation:
+            lines.extend(_format_seeds(evaluation["seeds"]))
+        return "\n".join(lines)
     matrix = evaluation["confusion_matrix"]
     per_class = ", ".join(f"{name} {value:.4f}" for name, value in evaluation["per_class_accuracy"].items())
     report = evaluation["classification_report"]
@@ -269,12 +334,17 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
         if isinstance(row, dict):
             lines.append(f"{name:>14}{row['precision']:10.4f}{row['recall']:10.4f}{row['f1-score']:10.4f}{row['support']:9d}")
     if "seeds" in evaluation:
-        seeds = evaluation["seeds"]
-        lines.append(f"{len(seeds['seeds'])} seeds, test accuracy mean +- std:")
-        for name in ("best", "baseline"):
-            lines.append(f"  {name:<9}{seeds[name]['mean']:.4f} +- {seeds[name]['std']:.4f}  {seeds[name]['config']}")
-        lines.append(f"  gain of best over baseline: {seeds['gain']:+.4f}")
+        lines.extend(_format_seeds(evaluation["seeds"]))
     return "\n".join(lines)
+
+
+def _format_seeds(seeds: dict[str, Any]) -> list[str]:
+    metric = seeds.get("metric", "test_acc")
+    lines = [f"{len(seeds['seeds'])} seeds, {metric.replace('_', ' ')} mean +- std:"]
+    for name in ("best", "baseline"):
+        lines.append(f"  {name:<9}{seeds[name]['mean']:.4f} +- {seeds[name]['std']:.4f}  {seeds[name]['config']}")
+    lines.append(f"  gain of best over baseline: {seeds['gain']:+.4f}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------

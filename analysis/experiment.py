@@ -336,8 +336,8 @@ def best_checkpoint(experiment: Experiment, trial_id: str | None = None) -> Best
 
     The epoch is the trial's best by the experiment metric, not its last. Its Ray checkpoint is
     taken from ``Result.best_checkpoints``; if Ray no longer keeps it (``num_to_keep``) and the
-    metric is val_acc, the weights are rebuilt from the latest checkpoint's ``best_model`` (nsm keeps
-    the best-val_acc weights in every checkpoint).
+    metric is the one nsm keeps the best weights of (val_acc; val_mrr on GraIL's splits), the weights
+    are rebuilt from the latest checkpoint's ``best_model`` (nsm keeps them in every checkpoint).
     """
     trial_id = trial_id or best_trial_id(experiment)
     history = trial_history(experiment, trial_id)
@@ -357,9 +357,11 @@ def best_checkpoint(experiment: Experiment, trial_id: str | None = None) -> Best
     latest = result.checkpoint
     if latest is None and not by_epoch:
         raise AnalysisError(f"trial {trial_id}: no checkpoint was saved")
-    if experiment.metric == "val_acc" and latest is not None:
+    if experiment.metric in ("val_acc", "val_mrr") and latest is not None:
         loaded, source = _load(latest, trial_id)
-        if int(loaded.get("best_epoch", -1)) == epoch and loaded.get("best_model") is not None:
+        # nsm keeps the best weights of its task's metric (best_metric; val_acc in older checkpoints).
+        kept_metric = loaded.get("best_metric", "val_acc")
+        if kept_metric == experiment.metric and int(loaded.get("best_epoch", -1)) == epoch and loaded.get("best_model") is not None:
             rebuilt = dict(loaded)
             kept = [row for row in loaded.get("history", []) if int(row.get("epoch", 0)) <= epoch]
             rebuilt.update(model=loaded["best_model"], epoch=epoch, history=kept, metrics=kept[-1] if kept else best.to_dict())

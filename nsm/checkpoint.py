@@ -53,9 +53,10 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def model_args(config: TrainConfig, num_node_features: int, num_relations: int) -> dict[str, Any]:
-    """The model's constructor arguments for ``config`` on a domain with this vocabulary."""
-    return {
+def model_args(config: TrainConfig, num_node_features: int, num_relations: int, link_prediction: bool = False) -> dict[str, Any]:
+    """The model's constructor arguments for ``config`` on a domain with this vocabulary; a
+    link-prediction domain also scores a query relation (one of ``num_relations``)."""
+    arguments = {
         "num_node_features": num_node_features,
         "num_relations": num_relations,
         "hidden_dim": config.hidden_dim,
@@ -63,6 +64,9 @@ def model_args(config: TrainConfig, num_node_features: int, num_relations: int) 
         "pool_ratio": config.pool_ratio,
         "dropout": config.dropout,
     }
+    if link_prediction:
+        arguments["num_query_relations"] = num_relations
+    return arguments
 
 
 def load_model(checkpoint: str | Path | dict[str, Any], device: str = "cpu") -> tuple[NSM, TrainConfig]:

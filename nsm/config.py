@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from nsm.domains import DOMAINS
+from nsm.domains import DOMAINS, canonical_domain, is_domain
 from nsm.errors import ConfigError, first_line
 from nsm.files import write_json, write_text
 
@@ -36,7 +36,7 @@ def _key(default: Any, help: str) -> Any:
 class TrainConfig:
     """One training run; its fields are the config keys that spaces, config files and flags use."""
 
-    domain: str = _key("planning", f"graph domain: {', '.join(DOMAINS)}")
+    domain: str = _key("planning", f"graph domain (any case): {', '.join(DOMAINS)}")
     lr: float = _key(3e-3, "Adam learning rate (cosine-annealed to 5%% of it)")
     cycle_weight: float = _key(0.01, "weight of the cycle-consistency loss added to cross-entropy")
     batch_size: int = _key(64, "graphs per batch")
@@ -47,8 +47,9 @@ class TrainConfig:
     dropout: float = _key(0.1, "dropout probability")
     weight_decay: float = _key(1e-5, "Adam weight decay")
     grad_clip: float = _key(1.0, "max gradient norm (0 disables)")
-    seed: int = _key(0, "seed of data generation, initialisation and batch order")
-    num_graphs: int = _key(2000, "graphs generated for the domain (split 70/15/15)")
+    seed: int = _key(0, "seed of data generation, initialisation and batch order (GraIL splits: initialisation and batch order; "
+                          "their candidates are fixed, so every run is scored on the same ones)")
+    num_graphs: int = _key(2000, "graphs generated for a synthetic domain (split 70/15/15; unused on GraIL splits)")
     device: str = _key("auto", "auto, cpu, cuda or cuda:N")  # auto: CUDA when available (TF32 on), else CPU
     save_every: int = _key(10, "write checkpoint_epoch_N.pt every N epochs (0 disables)")
     eval_every: int = _key(1, "evaluate on the validation split every N epochs")
@@ -71,6 +72,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self, source: str = "config") -> None:
+        # Domain names are case-insensitive; the config holds the canonical spelling from here on, so
+        # run names, caches and search records agree however the user typed it.
+        if is_domain(self.domain):
+            self.domain = canonical_domain(self.domain)
         checks = [
             (self.domain in DOMAINS, f"domain: unknown domain {self.domain!r} (choose from {', '.join(DOMAINS)})"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),

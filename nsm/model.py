@@ -324,6 +324,14 @@ class NSM(nn.Module):
     Every convolution sees the domain's relations plus their inverses, so information flows both ways
     along a directed relation.
 
+    Link prediction (``num_query_relations > 0``, GraIL's scoring): each graph is the enclosing
+    subgraph of a target triple ``(h, r, t)``, and the classifier reads
+    :math:`[\text{readout} \,\|\, h^{(1)}_h \,\|\, h^{(1)}_t \,\|\, e_r]`, the hierarchical readout above
+    plus the level-1 states of the two root nodes (``head_index``, ``tail_index``) and a learned
+    embedding of the query relation ``relation``, as GraIL scores from the pooled graph, the head and
+    tail embeddings and the relation. The triple's score is ``logits[:, 1] - logits[:, 0]``. The
+    hierarchy and the cycle loss are unchanged.
+
     ``forward`` takes the batch's graph count as ``num_graphs`` (``batch.num_graphs`` of a PyG
     ``Batch``); without it the count is read from the device as ``batch.max() + 1``, which also
     misses empty graphs at the end of a batch.
@@ -338,9 +346,11 @@ class NSM(nn.Module):
         pool_ratio: float = 0.5,
         dropout: float = 0.1,
         num_classes: int = 2,
+        num_query_relations: int = 0,
     ):
         super().__init__()
         self.num_relations = num_relations
+        self.num_query_relations = num_query_relations
         self.dropout = dropout
         typed = 2 * num_relations  # forward and inverse direction of each relation
 
@@ -352,8 +362,12 @@ class NSM(nn.Module):
         self.why_pools = nn.ModuleList([TopKPool(hidden_dim, pool_ratio), TopKPool(hidden_dim, pool_ratio)])
         self.what_convs = nn.ModuleList([conv(), conv()])  # level 3 -> 2, level 2 -> 1
         self.decoder = nn.Linear(hidden_dim, num_node_features)
+        readout = 2 * hidden_dim
+        if num_query_relations > 0:
+            self.relation_embed = nn.Embedding(num_query_relations, hidden_dim)
+            readout += 3 * hidden_dim  # head state, tail state, query relation
         self.classifier = nn.Sequential(
-            nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
+            nn.Linear(readout, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
         )
 
     def reset_parameters(self) -> None:
@@ -373,6 +387,9 @@ class NSM(nn.Module):
         edge_attr: Tensor,
         batch: Tensor,
         num_graphs: int | None = None,
+        head_index: Tensor | None = None,
+        tail_index: Tensor | None = None,
+        relation: Tensor | None = None,
     ) -> NSMOutput:
         if num_graphs is None:
             num_graphs = int(batch.max()) + 1 if batch.numel() else 0
@@ -411,7 +428,16 @@ class NSM(nn.Module):
         # Hierarchical readout (Cangea et al., 2018): the top level's mean and max plus those of the
         # levels below. Reading level 3 alone trains to chance on planning and causal: early in
         # training the pooling scores do not yet keep the few nodes that decide the label.
-        logits = self.classifier(_mean_max_sum((level1, level2, level3), num_graphs))
+        readout = _mean_max_sum((level1, level2, level3), num_graphs)
+        if self.num_query_relations > 0:
+            if head_index is None or tail_index is None or relation is None:
+                raise ValueError("a link-prediction NSM needs head_index, tail_index and relation for every graph")
+            readout = torch.cat(
+                [readout, level1.x.index_select(0, head_index), level1.x.index_select(0, tail_index),
+                 self.relation_embed(relation)],
+                dim=1,
+            )
+        logits = self.classifier(readout)
 
         # WHAT: concretise downwards, then decode the input features.
         down2 = self._refine(self.what_convs[0], level2, unpool(level3.x, level2, level3.kept))

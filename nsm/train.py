@@ -7,6 +7,16 @@ write a checkpoint, and stops when the callback returns True.
 
 Every epoch reseeds torch from (seed, epoch), so a run resumed from a checkpoint replays the same
 batches and dropout masks as an uninterrupted one: on CPU the metrics are identical.
+
+Two tasks share the loop (``nsm.domains.task_of``): graph classification on the synthetic domains,
+and link prediction on GraIL's splits (``python -m nsm.train --domain WN18RR_v1``). Link prediction
+trains the same 2-class cross-entropy on each training triple's enclosing subgraph against its
+corruption's (the model scores ``logit_1 - logit_0``), validates every epoch on the validation AUC
+pairs (loss, accuracy, ``val_auc_pr``) and ranking lists (``val_hits_at_10``, ``val_mrr``), keeps
+the weights with the best ``val_mrr`` (the task's default metric), and tests them by GraIL's
+protocol; ``final_results.json`` also holds the PageRank shortcut's test metrics on the same
+candidates (``shortcut_metrics``, :mod:`nsm.ppr`). The candidates are fixed (data seed 0 whatever
+``seed`` is), so runs with different seeds and methods are scored on the same lists.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +51,14 @@ from nsm.checkpoint import (
 )
 from nsm.config import BASELINE, TrainConfig, load_config_file
 from nsm import device as nsm_device
-from nsm.data import DomainData, load_domain
+from nsm.data import load_domain
+from nsm.data.packed import PackedBatch, PackedGraphs
+from nsm.domains import is_link_prediction, task_of
 from nsm.errors import ConfigError
 from nsm.files import write_json
-from nsm.metrics import METRIC_NAMES
+
 from nsm.model import NSM, NSMOutput, count_parameters, cycle_loss
+from nsm.ranking import auc_pr, hits_at_k, mrr
 
 # The config surface and checkpoint loading live in nsm.config and nsm.checkpoint; they are also
 # importable from here, where training scripts have always found them.
@@ -59,7 +72,7 @@ __all__ = [
 class EpochEnd:
     """What ``on_epoch`` receives after each epoch."""
 
-    metrics: dict[str, float]  # exactly nsm.METRIC_NAMES
+    metrics: dict[str, float]  # exactly the task's epoch metrics (nsm.METRIC_NAMES for graph classification)
     status: str  # "running", or "diverged" on the last call of a run whose loss became NaN/inf
     _state: Callable[[], dict[str, Any]]
 
@@ -77,9 +90,20 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def forward(model: NSM, batch: Batch) -> NSMOutput:
-    """The model on one PyG batch: the one place that unpacks a batch into the model's inputs."""
-    return model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+def forward(model: NSM, batch: Batch | PackedBatch) -> NSMOutput:
+    """The model on one batch: the one place that unpacks a batch into the model's inputs. A
+    link-prediction model also reads each graph's roots and query relation."""
+    if not model.num_query_relations:
+        return model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+    return model(
+        batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs,
+        head_index=batch.head_index, tail_index=batch.tail_index, relation=batch.relation,
+    )
+
+
+def link_scores(logits: torch.Tensor) -> torch.Tensor:
+    """A triple's score from its two logits: the log-odds that it is true."""
+    return logits[:, 1] - logits[:, 0]
 
 
 @torch.no_grad()
@@ -97,33 +121,73 @@ def predict(model: NSM, graphs: Sequence[Data], batch_size: int = 256, device: s
 @torch.no_grad()
 def evaluate(model: NSM, loader: DataLoader, cycle_weight: float, device: torch.device) -> dict[str, float]:
     """Loss, task and cycle loss, accuracy and per-class accuracy over one pass of ``loader``."""
+    return _evaluate_batches(model, loader, cycle_weight, device)[0]
+
+
+def _evaluate_batches(
+    model: NSM, batches: Iterable[Batch | PackedBatch], cycle_weight: float, device: torch.device
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Loss, task and cycle loss, accuracy and per-class accuracy over ``batches``, and every graph's
+    score (``link_scores``, in order, on the CPU)."""
     model.eval()
     task_sum = cycle_sum = 0.0
     graphs = nodes = 0
     correct = torch.zeros(2, dtype=torch.long)
     count = torch.zeros(2, dtype=torch.long)
-    for batch in loader:
-        batch = batch.to(device)
-        out = forward(model, batch)
-        y = batch.y.view(-1)
-        task_sum += F.cross_entropy(out.logits, y, reduction="sum").item()
-        cycle_sum += cycle_loss(out.reconstruction, batch.x).item() * batch.num_nodes
-        hits = (out.logits.argmax(-1) == y).cpu()
-        y = y.cpu()
-        correct += torch.bincount(y[hits], minlength=2)[:2]
-        count += torch.bincount(y, minlength=2)[:2]
-        graphs += batch.num_graphs
-        nodes += batch.num_nodes
+    scores = []
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            out = forward(model, batch)
+            y = batch.y.view(-1)
+            num_nodes = batch.x.size(0)
+            task_sum += F.cross_entropy(out.logits, y, reduction="sum").item()
+            cycle_sum += cycle_loss(out.reconstruction, batch.x).item() * num_nodes
+            hits = (out.logits.argmax(-1) == y).cpu()
+            y = y.cpu()
+            correct += torch.bincount(y[hits], minlength=2)[:2]
+            count += torch.bincount(y, minlength=2)[:2]
+            graphs += batch.num_graphs
+            nodes += num_nodes
+            scores.append(link_scores(out.logits).cpu())
     task = task_sum / max(graphs, 1)
     cycle = cycle_sum / max(nodes, 1)
     per_class = (correct.double() / count.clamp(min=1).double()).tolist()
-    return {
+    stats = {
         "loss": task + cycle_weight * cycle,
         "task_loss": task,
         "cycle_loss": cycle,
         "acc": correct.sum().item() / max(graphs, 1),
         "acc_class0": per_class[0],
         "acc_class1": per_class[1],
+    }
+    return stats, torch.cat(scores) if scores else torch.zeros(0)
+
+
+def _packed_batches(store: PackedGraphs, batch_size: int, order: torch.Tensor | None = None) -> Iterator[PackedBatch]:
+    """``store``'s graphs in batches of ``batch_size``, in ``order`` (default: stored order)."""
+    index = order if order is not None else torch.arange(len(store), device=store.device)
+    for start in range(0, index.numel(), batch_size):
+        yield store.batch(index[start : start + batch_size])
+
+
+@torch.no_grad()
+def score_link_part(
+    model: NSM, pairs: PackedGraphs, ranking: PackedGraphs, num_candidates: int, cycle_weight: float,
+    device: torch.device, batch_size: int = 256,
+) -> dict[str, float]:
+    """A link-prediction model on one part of GraIL's protocol: the classification statistics of the AUC
+    pairs (``pairs``: true triples, then one corruption of each), their AUC-PR, and Hits@10 and MRR of
+    the ranking lists (``ranking``: lists of ``num_candidates``, true triple first)."""
+    stats, pair_scores = _evaluate_batches(model, _packed_batches(pairs, batch_size), cycle_weight, device)
+    _, list_scores = _evaluate_batches(model, _packed_batches(ranking, batch_size), cycle_weight, device)
+    half = pair_scores.numel() // 2
+    lists = list_scores.view(-1, num_candidates)
+    return {
+        **stats,
+        "auc_pr": auc_pr(pair_scores[:half], pair_scores[half:]),
+        "hits_at_10": hits_at_k(lists, 10),
+        "mrr": mrr(lists),
     }
 
 
@@ -173,12 +237,9 @@ def _train(
     device: torch.device,
     progress: bool,
 ) -> dict[str, Any]:
-    # Data: deterministic per (domain, num_graphs, seed), cached on disk.
-    data = load_domain(config.domain, num_graphs=config.num_graphs, seed=config.seed, root=config.data_root)
-    eval_batch = max(config.batch_size, 256)
-    val_loader = DataLoader(list(data.val), batch_size=eval_batch)
-    test_loader = DataLoader(list(data.test), batch_size=eval_batch)
-    run = _Run.start(config, data, device, checkpoint)
+    # Data: deterministic per (domain, num_graphs, seed) or per GraIL split, cached on disk.
+    work = _LinkWorkload(config, device) if is_link_prediction(config.domain) else _GraphWorkload(config)
+    run = _Run.start(config, work, device, checkpoint)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -189,18 +250,18 @@ def _train(
         epoch_started = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        trained = _train_epoch(run, data, epoch, device, progress)
+        trained = _train_epoch(run, work, epoch, device, progress)
         train_time = time.perf_counter() - epoch_started
         lr_now = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
 
         if trained.diverged or epoch % config.eval_every == 0 or epoch == config.epochs or val_metrics is None:
-            evaluated = evaluate(run.model, val_loader, config.cycle_weight, device)
+            evaluated = work.evaluate(run.model, "val", device)
             val_metrics = {f"val_{name}": value for name, value in evaluated.items()}
         metrics = {
             "epoch": epoch,
             **trained.averages(config.cycle_weight),
-            **{name: val_metrics[name] for name in METRIC_NAMES if name.startswith("val_")},
+            **{name: val_metrics[name] for name in work.task.epoch_metrics if name.startswith("val_")},
             "lr": lr_now,
             "epoch_time_s": time.perf_counter() - epoch_started,
             "graphs_per_s": trained.graphs / train_time if train_time > 0 else 0.0,
@@ -210,7 +271,7 @@ def _train(
         if out is not None:
             _write_epoch_files(run, epoch, metrics, improved, trained.diverged, out)
         if progress:
-            _print_epoch(metrics)
+            _print_epoch(metrics, work.task.default_metric)
 
         report = EpochEnd(metrics=dict(metrics), status="diverged" if trained.diverged else "running",
                           _state=functools.partial(run.state, epoch, metrics))
@@ -221,7 +282,79 @@ def _train(
         if stop_requested:
             status = "stopped"
             break
-    return _finish(run, test_loader, device, status, started, out)
+    return _finish(run, work, device, status, started, out)
+
+
+class _GraphWorkload:
+    """Graph classification on a synthetic domain: PyG graphs, batched by PyG's DataLoader."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.task = task_of(config.domain)
+        self.data = load_domain(config.domain, num_graphs=config.num_graphs, seed=config.seed, root=config.data_root)
+        self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
+        self.link_prediction = False
+        self._eval_batch = max(config.batch_size, 256)
+
+    def train_batches(self, order: torch.Generator) -> Iterable[Batch]:
+        return DataLoader(list(self.data.train), batch_size=self.config.batch_size, shuffle=True, generator=order)
+
+    def evaluate(self, model: NSM, part: str, device: torch.device) -> dict[str, float]:
+        graphs = self.data.val if part == "val" else self.data.test
+        return evaluate(model, DataLoader(list(graphs), batch_size=self._eval_batch), self.config.cycle_weight, device)
+
+    def extra_results(self) -> dict[str, Any]:
+        return {}
+
+
+GRAIL_DATA_SEED = 0
+"""The seed of every GraIL split's corruptions and candidate lists: fixed, so that runs with different
+``seed`` values, searches and the PPR shortcut are all scored on the same candidates."""
+
+_LINK_DATA: dict[tuple[str, str | None], Any] = {}  # one load per process: a Ray worker that runs several trials reads the cache once
+
+
+def load_link_data(domain: str, data_root: str | None = None) -> Any:
+    """The GraIL split ``domain`` with every enclosing subgraph (``nsm.data.grail.GrailData``), loaded
+    once per process (the disk cache makes the first load of a process fast too)."""
+    from nsm.data.grail import load_grail
+
+    key = (domain, data_root)
+    if key not in _LINK_DATA:
+        _LINK_DATA[key] = load_grail(domain, data_root, seed=GRAIL_DATA_SEED)
+    return _LINK_DATA[key]
+
+
+class _LinkWorkload:
+    """Link prediction on a GraIL split: packed enclosing subgraphs kept on the training device."""
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.task = task_of(config.domain)
+        self.data = load_link_data(config.domain, config.data_root)
+        self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
+        self.link_prediction = True
+        self._eval_batch = max(config.batch_size, 256)
+        self._train = self.data.train.to(device)
+        self._parts = {
+            "val": (self.data.valid.to(device), self.data.valid_ranking.to(device)),
+            "test": (self.data.test.to(device), self.data.test_ranking.to(device)),
+        }
+
+    def train_batches(self, order: torch.Generator) -> Iterable[PackedBatch]:
+        permutation = torch.randperm(len(self._train), generator=order).to(self._train.device)
+        return _packed_batches(self._train, self.config.batch_size, permutation)
+
+    def evaluate(self, model: NSM, part: str, device: torch.device) -> dict[str, float]:
+        pairs, ranking = self._parts[part]
+        return score_link_part(model, pairs, ranking, self.data.num_candidates, self.config.cycle_weight, device,
+                               self._eval_batch)
+
+    def extra_results(self) -> dict[str, Any]:
+        """The PageRank shortcut on the same test candidates, so a result is never read without it."""
+        from nsm import ppr
+
+        return {"shortcut_metrics": ppr.evaluate(self.data.protocol, "test")}
 
 
 @dataclass
@@ -235,19 +368,21 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start_epoch: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
-    best_val_acc: float = -1.0
+    best_value: float = -1.0  # of select_metric (maximised)
     best_epoch: int = 0
     best_model: dict[str, torch.Tensor] | None = None
+    select_metric: str = "val_acc"  # the task's default metric: which epoch's weights are kept and tested
 
     @classmethod
-    def start(cls, config: TrainConfig, data: DomainData, device: torch.device, checkpoint: dict[str, Any] | None) -> _Run:
+    def start(cls, config: TrainConfig, work: _GraphWorkload | _LinkWorkload, device: torch.device,
+              checkpoint: dict[str, Any] | None) -> _Run:
         """A fresh run seeded by ``config.seed``, or the run ``checkpoint`` holds, continued."""
         torch.manual_seed(config.seed)
-        arguments = model_args(config, data.num_node_features, data.num_relations)
+        arguments = model_args(config, work.num_node_features, work.num_relations, work.link_prediction)
         model = NSM(**arguments).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.05)
-        run = cls(config, arguments, model, optimizer, scheduler)
+        run = cls(config, arguments, model, optimizer, scheduler, select_metric=work.task.default_metric)
         if checkpoint is None:
             return run
         model.load_state_dict(checkpoint["model"])
@@ -257,7 +392,7 @@ class _Run:
             scheduler.load_state_dict(checkpoint["scheduler"])
         run.start_epoch = int(checkpoint["epoch"]) + 1
         run.history = list(checkpoint.get("history", []))
-        run.best_val_acc = float(checkpoint.get("best_val_acc", -1.0))
+        run.best_value = float(checkpoint.get("best_value", checkpoint.get("best_val_acc", -1.0)))
         run.best_epoch = int(checkpoint.get("best_epoch", 0))
         run.best_model = checkpoint.get("best_model")
         return run
@@ -267,11 +402,11 @@ class _Run:
         return next((metrics for metrics in self.history if metrics["epoch"] == self.best_epoch), None)
 
     def record(self, metrics: dict[str, float], diverged: bool) -> bool:
-        """Append an epoch to the history; whether its val_acc is the best so far (ties keep the first)."""
+        """Append an epoch to the history; whether its ``select_metric`` is the best so far (ties keep the first)."""
         self.history.append(metrics)
-        if diverged or not metrics["val_acc"] > self.best_val_acc:
+        if diverged or not metrics[self.select_metric] > self.best_value:
             return False
-        self.best_val_acc, self.best_epoch = metrics["val_acc"], int(metrics["epoch"])
+        self.best_value, self.best_epoch = metrics[self.select_metric], int(metrics["epoch"])
         self.best_model = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
         return True
 
@@ -286,7 +421,10 @@ class _Run:
             "epoch": epoch,
             "metrics": metrics,
             "history": self.history,
-            "best_val_acc": self.best_val_acc,
+            "best_metric": self.select_metric,
+            "best_value": self.best_value,
+            # The key older checkpoints (and tools reading them) know: the best value of the kept metric.
+            "best_val_acc": self.best_value,
             "best_epoch": self.best_epoch,
             "best_model": self.best_model,
         }
@@ -314,12 +452,12 @@ class _EpochSums:
         }
 
 
-def _train_epoch(run: _Run, data: DomainData, epoch: int, device: torch.device, progress: bool) -> _EpochSums:
+def _train_epoch(run: _Run, work: _GraphWorkload | _LinkWorkload, epoch: int, device: torch.device, progress: bool) -> _EpochSums:
     """One pass over the training split, in the batch order and dropout masks of (seed, epoch)."""
     config, model, optimizer = run.config, run.model, run.optimizer
     torch.manual_seed(_epoch_seed(config.seed, epoch))
     order = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-    loader = DataLoader(list(data.train), batch_size=config.batch_size, shuffle=True, generator=order)
+    loader = work.train_batches(order)
     model.train()
     sums = _EpochSums()
     # disable=None: tqdm draws only on a terminal, so a log file gets no carriage-return redraws.
@@ -341,10 +479,10 @@ def _train_epoch(run: _Run, data: DomainData, epoch: int, device: torch.device, 
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         sums.task += task.item() * batch.num_graphs
-        sums.cycle += cycle.item() * batch.num_nodes
+        sums.cycle += cycle.item() * batch.x.size(0)
         sums.correct += int((out.logits.argmax(-1) == y).sum())
         sums.graphs += batch.num_graphs
-        sums.nodes += batch.num_nodes
+        sums.nodes += batch.x.size(0)
         batches.set_postfix(loss=f"{loss.item():.4f}")
     return sums
 
@@ -358,26 +496,30 @@ def _write_epoch_files(run: _Run, epoch: int, metrics: dict[str, float], improve
     write_json(out / HISTORY_FILE, run.history, trailing_newline=False)
 
 
-def _print_epoch(metrics: dict[str, float]) -> None:
+def _print_epoch(metrics: dict[str, float], select_metric: str = "val_acc") -> None:
+    shown = dict.fromkeys(["val_acc", select_metric, *(["val_hits_at_10"] if "val_hits_at_10" in metrics else [])])
     tqdm.write(
         f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.3f}  "
-        f"val_acc {metrics['val_acc']:.3f}  cycle {metrics['train_cycle_loss']:.4f}  "
-        f"{metrics['graphs_per_s']:.0f} graphs/s"
+        + "".join(f"{name} {metrics[name]:.3f}  " for name in shown)
+        + f"cycle {metrics['train_cycle_loss']:.4f}  {metrics['graphs_per_s']:.0f} graphs/s  {metrics['epoch_time_s']:.1f} s"
     )
 
 
-def _finish(run: _Run, test_loader: DataLoader, device: torch.device, status: str, started: float, out: Path | None) -> dict[str, Any]:
+def _finish(run: _Run, work: _GraphWorkload | _LinkWorkload, device: torch.device, status: str, started: float,
+            out: Path | None) -> dict[str, Any]:
     """Test the best weights (the checkpoint a user would keep) and write final_results.json."""
     if run.best_model is not None:
         run.model.load_state_dict(run.best_model)
-    tested = evaluate(run.model, test_loader, run.config.cycle_weight, device)
+    tested = work.evaluate(run.model, "test", device)
+    test_names = work.task.test_metrics
     results = {
         "status": status,
         "config": run.config.to_dict(),
         "best_epoch": run.best_epoch,
         "best_metrics": run.best_metrics,
         "final_metrics": run.history[-1] if run.history else None,
-        "test_metrics": {f"test_{name}": value for name, value in tested.items()},
+        "test_metrics": {f"test_{name}": value for name, value in tested.items() if f"test_{name}" in test_names},
+        **work.extra_results(),
         "epochs_run": len(run.history),
         "wall_time_s": time.perf_counter() - started,
         "num_parameters": count_parameters(run.model),
@@ -395,7 +537,7 @@ def _finish(run: _Run, test_loader: DataLoader, device: torch.device, status: st
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nsm.train",
-        description="Train one NSM config on a synthetic graph domain and write best_model.pt, "
+        description="Train one NSM config on a synthetic graph domain or a GraIL split (link prediction) and write best_model.pt, "
         "checkpoint_epoch_N.pt, training_history.json and final_results.json.",
     )
     defaults = TrainConfig()
@@ -444,9 +586,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted; resume with: python -m nsm.train --resume <{out}/checkpoint_epoch_N.pt>", file=sys.stderr)
         return 130
     best = results["best_metrics"] or {}
+    task = task_of(config.domain)
+    tested = results["test_metrics"]
+    test_text = ", ".join(f"{name} {tested[name]:.4f}" for name in ("test_acc", "test_auc_pr", "test_hits_at_10", "test_mrr") if name in tested)
+    shortcut = results.get("shortcut_metrics")
+    if shortcut:
+        test_text += "; PPR shortcut " + ", ".join(f"{name} {value:.4f}" for name, value in shortcut.items())
     print(
-        f"{results['status']}: best val_acc {best.get('val_acc', float('nan')):.4f} at epoch {results['best_epoch']}, "
-        f"test acc {results['test_metrics']['test_acc']:.4f}, {results['wall_time_s']:.1f} s\n"
+        f"{results['status']}: best {task.default_metric} {best.get(task.default_metric, float('nan')):.4f} at epoch "
+        f"{results['best_epoch']}, {test_text}, {results['wall_time_s']:.1f} s\n"
         f"files: {out}/{BEST_MODEL_FILE}, {HISTORY_FILE}, {RESULTS_FILE}"
     )
     return 0 if results["status"] != "diverged" else 1

@@ -21,7 +21,7 @@ from typing import Any
 
 from nsm import metrics as nsm_metrics
 from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file
-from nsm.domains import DOMAINS, task_of
+from nsm.domains import is_link_prediction, resolve_domains, task_of
 from nsm.errors import ConfigError, first_line
 from search import console, driver_lock, preflight, report, stopping, storage, wandb_workspace
 from search.errors import SearchError
@@ -52,6 +52,10 @@ def run_experiments(request: SearchSettings, callbacks: list[Any] | None = None)
     """Run (or resume) the experiments of the search the CLI asked for (``request``: the flags as given,
     None meaning "choose the default"); returns the exit code. User mistakes raise SearchError."""
     plans = _plan_experiments(request)
+    try:
+        _prepare_data(plans)
+    except ConfigError as error:
+        raise SearchError(str(error)) from None
     address = request.address
     if request.resume and address is None:
         address = plans[0].settings.address
@@ -103,15 +107,17 @@ def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
                            epoch_budget=request.epoch_budget)
     preflight.check_storage_path(request.storage_path)
     storage_path = _absolute_storage_path(request.storage_path)
-    _check_metric(request.metric)
+    if request.metric is not None:
+        _check_metric(request.metric)
     if request.resume is not None:
         return [_plan_resume(request, storage_path)]
 
     if request.domain is None:
         raise SearchError("--domain is required (or --resume NAME)")
-    if request.domain != "all" and request.domain not in DOMAINS:
-        raise SearchError(f"unknown domain {request.domain!r} (choose from {', '.join(DOMAINS)}, all)")
-    domains = list(DOMAINS) if request.domain == "all" else [request.domain]
+    try:
+        domains = list(resolve_domains(request.domain))  # any case; 'all' and 'grail' stand for several
+    except ConfigError as error:
+        raise SearchError(str(error)) from None
     if request.name is not None:
         preflight.check_name(request.name)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -126,7 +132,7 @@ def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
         if storage.exists(location):
             driver_lock.check_free(location, name, wait_s=0)  # a running driver is named, not "already exists"
             raise SearchError(f"experiment {name!r} already exists in {storage_path} (continue it with --resume {name}, or pick another --name)")
-        _check_metric(request.metric, domain)
+        _check_metric(_metric_of(request, domain), domain)
         space = load_space(request.space, domain)
         max_epochs_from_space = space.pop("epochs", None)
         plans.append(_ExperimentPlan(
@@ -135,6 +141,27 @@ def _plan_experiments(request: SearchSettings) -> list[_ExperimentPlan]:
             max_epochs_from_space=max_epochs_from_space,
         ))
     return plans
+
+
+def _metric_of(request: SearchSettings, domain: str) -> str:
+    """``--metric``, or the default metric of the domain's task (val_acc, val_mrr)."""
+    return request.metric if request.metric is not None else task_of(domain).default_metric
+
+
+def _prepare_data(plans: list[_ExperimentPlan]) -> None:
+    """Extract (or find cached) every GraIL split a new experiment needs, once, before any trial
+    starts: trials then load the disk cache, and never extract the same split side by side."""
+    from nsm.train import load_link_data
+
+    for plan in plans:
+        if plan.param_space is None or not is_link_prediction(plan.domain):
+            continue
+        data_root = plan.param_space.get("data_root")
+        started = time.perf_counter()
+        print(f"preparing {plan.domain}'s enclosing subgraphs ...", flush=True)
+        data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None)
+        print(f"{plan.domain}: {sum(len(getattr(data, part)) for part in ('train', 'valid', 'valid_ranking', 'test', 'test_ranking'))} "
+              f"subgraphs ready in {time.perf_counter() - started:.1f} s")
 
 
 def _check_metric(metric: str, domain: str | None = None) -> None:
@@ -272,7 +299,8 @@ def _finalize(plan: _ExperimentPlan, request: SearchSettings, resources: preflig
         warm_start=str(Path(request.warm_start).resolve()) if request.warm_start else None,
         address=address,
         resume=None,
-        mode=nsm_metrics.mode(request.metric),
+        metric=_metric_of(request, plan.domain),
+        mode=nsm_metrics.mode(_metric_of(request, plan.domain)),
         grace_period=request.grace_period or preflight.asha_grace_period(budget.max_epochs),
         searched_keys=searched_keys(plan.param_space),
     )

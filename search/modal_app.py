@@ -93,6 +93,7 @@ PINNED_REQUIREMENTS = (
 )
 # `modal` itself is not installed: Modal adds its client to every container, at the launching client's version.
 PROJECT_PACKAGES = ("nsm", "search", "spaces", "analysis")
+_DOMAIN_GROUPS = ("all", "grail")  # nsm.domains.GROUPS (the launcher imports nothing of the project)
 SOURCE_IGNORE = modal.FilePatternMatcher("**/__pycache__", "**/*.pyc", "**/.*")
 
 # Search flags this launcher owns: the storage is the volume and the cluster is the container's own.
@@ -497,9 +498,9 @@ def _parse_launcher_args(arglist: list[str]) -> tuple[argparse.Namespace, list[s
     for flag in _RESERVED_FLAGS:
         if _flag_value(search_argv, flag) is not None:
             parser.error(f"{flag} is set by the launcher on Modal (the volume / the container's own Ray)")
-    if _flag_value(search_argv, "--domain") == "all":
+    if (_flag_value(search_argv, "--domain") or "").lower() in _DOMAIN_GROUPS:
         # One experiment per call keeps "resume on retry" a single --resume; domains run in parallel anyway.
-        parser.error("--domain all: launch one search per domain (each gets its own container)")
+        parser.error(f"--domain {_flag_value(search_argv, '--domain')}: launch one search per domain (each gets its own container)")
     resume = _flag_value(search_argv, "--resume")
     for flag in ("--name", "--resume"):
         value = _flag_value(search_argv, flag)

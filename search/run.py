@@ -28,12 +28,21 @@ EXIT_USAGE = 2
 _FLAG_TYPES = {"int | None": int, "int": int, "float | None": float, "float": float}
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends a flag's default unless its help already explains it (a default of None is resolved later)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI, generated from :class:`search.settings.SearchSettings`: one flag per setting that has help."""
     parser = argparse.ArgumentParser(
         prog="python search/run.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     for setting in flags():
         options = {key: setting.metadata[key] for key in ("metavar", "choices") if setting.metadata[key] is not None}

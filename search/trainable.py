@@ -25,7 +25,7 @@ from nsm import device as nsm_device
 from nsm import train as nsm_train
 from nsm.config import TrainConfig
 from nsm.errors import first_line
-from nsm.metrics import METRIC_NAMES
+from nsm.domains import task_of
 from search.outcome import INFEASIBLE, STATUS_KEY
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -114,7 +114,7 @@ def run_trial(
             raise
         # Its own memory reached its cap: retrying cannot help, the config does not fit its GPU share.
         logger.warning("trial is infeasible, CUDA out of memory: %s", first_line(error))
-        metrics = {name: math.nan for name in METRIC_NAMES}
+        metrics = {name: math.nan for name in task_of(train_config.domain).epoch_metrics}
         # The epoch that failed, not the last one that finished: a result for an epoch already
         # recorded would replace that epoch's record (search.result_loggers).
         metrics.update(epoch=last_epoch + 1, **{STATUS_KEY: INFEASIBLE, NODE_KEY: node_id})

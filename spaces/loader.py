@@ -1,6 +1,8 @@
 """Read a search-space YAML file into a Ray Tune param space, validating it against nsm's config keys.
 
-A file has two sections: ``default`` (every domain) and ``domains.<name>`` (overrides for one domain).
+A file has two sections: ``default`` (every domain) and ``domains.<name>`` (overrides for one domain,
+or for every domain of a group: ``domains.grail`` applies to GraIL's 12 splits, ``domains.all`` to
+the three synthetic domains; a domain's own section overrides its group's). Names are case-insensitive.
 Each key is a field of :class:`nsm.config.TrainConfig`; its value is either a distribution
 (``{type: loguniform|uniform, low, high}`` or ``{type: choice, values: [...]}``) or a fixed value that
 passes through to the trainer. Every mistake raises :class:`SpaceError` with one line naming the file
@@ -18,7 +20,7 @@ from ray import tune
 
 # nsm.config and nsm.domains, not nsm.train or nsm.data: reading a space must not import torch.
 from nsm.config import FIELD_TYPES, TrainConfig
-from nsm.domains import DOMAINS
+from nsm.domains import DOMAINS, GROUPS, canonical_domain, describe, is_domain
 from nsm.errors import ConfigError, first_line
 
 DEFAULT_SPACE = Path(__file__).with_name("default.yaml")
@@ -42,8 +44,9 @@ def load_space(path: str | Path, domain: str) -> dict[str, Any]:
     ``tune.choice``; fixed values are returned as they are. ``domain`` is included as a fixed key.
     """
     path = Path(path)
-    if domain not in DOMAINS:
+    if not is_domain(domain):
         raise SpaceError(f"{path}: unknown domain {domain!r} (choose from {', '.join(DOMAINS)})")
+    domain = canonical_domain(domain)
     document = _read_yaml(path)
     entries = _merged_entries(document, path, domain)
     space: dict[str, Any] = {"domain": domain}
@@ -83,12 +86,16 @@ def _merged_entries(document: dict[str, Any], path: Path, domain: str) -> dict[s
     if not isinstance(domains, dict):
         raise SpaceError(f"{path}: domains must be a mapping of domain name to keys")
     for name in domains:
-        if name not in DOMAINS:
-            raise SpaceError(f"{path}: domains.{name}: unknown domain (choose from {', '.join(DOMAINS)})")
+        if not isinstance(name, str) or not (is_domain(name) or name.lower() in GROUPS):
+            raise SpaceError(f"{path}: domains.{name}: unknown domain (choose from {describe()})")
     # Validate every domain's section, not only the one in use, so a typo is caught on the first run.
     overrides = {name: _section(domains[name], path, f"domains.{name}") for name in domains}
     entries = {key: ("default", value) for key, value in default.items()}
-    entries.update({key: (f"domains.{domain}", value) for key, value in overrides.get(domain, {}).items()})
+    # Group sections first, then the domain's own, so the most specific section wins.
+    applying = [name for name in domains if name.lower() in GROUPS and domain in GROUPS[name.lower()]]
+    applying += [name for name in domains if is_domain(name) and canonical_domain(name) == domain]
+    for name in applying:
+        entries.update({key: (f"domains.{name}", value) for key, value in overrides[name].items()})
     return entries
 
 

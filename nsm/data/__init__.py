@@ -17,7 +17,7 @@ from torch_geometric.data import Data
 
 from nsm.data import _cache, causal, kg, planning
 from nsm.data._split import stratified_split
-from nsm.domains import DOMAINS
+from nsm.domains import DOMAINS, SYNTHETIC, is_link_prediction
 from nsm.errors import ConfigError
 
 MIN_GRAPHS = 20  # below this a 15% split cannot hold both classes
@@ -67,8 +67,10 @@ def load_domain(name: str, num_graphs: int = 2000, seed: int = 0, root: str | Pa
 
 
 def _module(name: str) -> ModuleType:
+    if is_link_prediction(name):
+        raise ConfigError(f"{name!r} is a GraIL split, not a synthetic domain: load it with nsm.data.grail.load_grail")
     if name not in _MODULES:
-        raise ConfigError(f"unknown domain {name!r}; expected one of {', '.join(DOMAINS)}")
+        raise ConfigError(f"unknown domain {name!r}; expected one of {', '.join(SYNTHETIC)}")
     return _MODULES[name]
 
 

@@ -85,14 +85,11 @@ from nsm._threads import one_thread
 from nsm.data import _cache
 from nsm.data._subgraph import extract
 from nsm.data.packed import PackedGraphs
+from nsm.domains import GRAIL_SPLITS
 from nsm.errors import ConfigError
 
 GROUP = "grail"
-SPLITS: tuple[str, ...] = (
-    *(f"WN18RR_v{v}" for v in range(1, 5)),
-    *(f"fb237_v{v}" for v in range(1, 5)),
-    *(f"nell_v{v}" for v in range(1, 5)),
-)
+SPLITS: tuple[str, ...] = GRAIL_SPLITS  # named in nsm.domains, which config validation reads without torch
 FILES: tuple[str, ...] = ("train.txt", "valid.txt", "test.txt")
 COMMIT = "2a3dffa719518e7e6250e355a2fb37cd932de91e"
 URL = "https://raw.githubusercontent.com/kkteru/grail/{commit}/data/{path}"
@@ -595,6 +592,8 @@ def _ranking(
             order[start : start + len(chunk)][bad] = np.inf
         need = num_candidates - 1
         picked = np.argsort(order, axis=1, kind="stable")[:, :need]
+        if picked.shape[1] < need:  # a graph with fewer entities than candidates: every list is padded below
+            picked = np.concatenate([picked, np.zeros((len(q), need - picked.shape[1]), dtype=picked.dtype)], axis=1)
         available = np.isfinite(order).sum(axis=1)
         if (available == 0).any():
             raise ConfigError(f"GraIL split {split}: a query has no corruption that is not a true triple")

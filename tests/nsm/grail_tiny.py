@@ -118,3 +118,24 @@ def reference_subgraph(facts: torch.Tensor, target: tuple[int, int, int], hops: 
         edges[(h, r, t)] -= 1
         edges += Counter()  # drop zero counts
     return nodes, [labels[v] for v in nodes], edges
+
+
+def install_tiny_as(split: str, folder: Path, monkeypatch, rename: dict[str, str] | None = None,
+                    shuffle_seed: int | None = None) -> Path:
+    """The tiny graph as a local copy of GraIL split ``split`` (its folders named ``split`` and
+    ``split_ind``), its checksums registered for this test only, ``$NSM_GRAIL_DIR`` pointing at it,
+    and the trainer's per-process data cache cleared; returns the copy's folder."""
+    from nsm import train as nsm_train
+    from nsm.data import grail
+
+    staging = folder / "staging"
+    sums = write_tiny(staging, rename=rename, shuffle_seed=shuffle_seed)
+    copy = folder / "copy"
+    for rel, digest in sums.items():
+        target = copy / rel.replace(SPLIT, split, 1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).replace(target)
+        monkeypatch.setitem(grail._SHA256, rel.replace(SPLIT, split, 1), digest)
+    monkeypatch.setenv(grail.ENV_DIR, str(copy))
+    monkeypatch.setattr(nsm_train, "_LINK_DATA", {})
+    return copy

@@ -7,14 +7,36 @@ import pytest
 import nsm
 from nsm import ConfigError
 from nsm import metrics
-from nsm.domains import DOMAIN_TASKS, DOMAINS, task_of
+from nsm.domains import DOMAIN_TASKS, DOMAINS, GRAIL_SPLITS, SYNTHETIC, canonical_domain, resolve_domains, task_of
 
 
 def test_metric_names_are_the_graph_classification_epoch_metrics():
     assert nsm.METRIC_NAMES is metrics.TASKS[metrics.GRAPH_CLASSIFICATION].epoch_metrics
     assert set(nsm.METRIC_NAMES) <= set(metrics.METRICS)
-    assert all(task_of(domain).epoch_metrics == nsm.METRIC_NAMES for domain in DOMAINS)
+    assert all(task_of(domain).epoch_metrics == nsm.METRIC_NAMES for domain in SYNTHETIC)
     assert set(DOMAIN_TASKS) == set(DOMAINS) and set(DOMAIN_TASKS.values()) <= set(metrics.TASKS)
+
+
+def test_grail_splits_are_link_prediction_domains_ranked_on_val_mrr():
+    for split in GRAIL_SPLITS:
+        for spelling in (split, split.lower(), split.upper()):
+            task = task_of(spelling)
+            assert task.name == metrics.LINK_PREDICTION and task.default_metric == "val_mrr"
+    assert {"val_auc_pr", "val_hits_at_10", "val_mrr", "val_task_loss"} <= set(task.epoch_metrics)
+    assert {"test_auc_pr", "test_hits_at_10", "test_mrr"} <= set(task.test_metrics)
+    assert "val_mrr" in metrics.ranking_metrics(metrics.LINK_PREDICTION)
+    assert "val_mrr" not in metrics.ranking_metrics(metrics.GRAPH_CLASSIFICATION)
+
+
+def test_domain_names_and_groups():
+    assert resolve_domains("all") == SYNTHETIC == ("planning", "causal", "kg")
+    assert resolve_domains("GRAIL") == GRAIL_SPLITS and len(GRAIL_SPLITS) == 12
+    assert resolve_domains("Nell_V2") == ("nell_v2",) and canonical_domain("wn18rr_v3") == "WN18RR_v3"
+    from nsm.data import grail
+
+    assert grail.SPLITS == GRAIL_SPLITS
+    with pytest.raises(ConfigError, match="unknown domain 'wn18rr_v9'.*WN18RR_v1.*grail"):
+        resolve_domains("wn18rr_v9")
 
 
 @pytest.mark.parametrize(

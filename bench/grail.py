@@ -1,0 +1,173 @@
+"""The NSM on GraIL's inductive splits beside the PageRank shortcut and the published numbers:
+``python bench/grail.py --splits WN18RR_v1 nell_v1``.
+
+Per split, on the same fixed test candidates (data seed 0): the PPR shortcut (``nsm.ppr``); the NSM
+at the baseline config (lr 1e-4, cycle_weight 0.01, batch_size 64, other keys at their defaults),
+trained by ``nsm.train.train`` for ``--epochs`` epochs with ``--seeds`` seeds (mean +- std, as GraIL
+reports 5 runs); optionally the NSM at a config a search found (``--config FILE``, an exported
+best config; say its search budget with ``--config-label``); GraIL's published AUC-PR and Hits@10
+and NBFNet's Hits@10. The weights tested are those of the best validation MRR (never the test
+lists). Also: subgraph extraction time (a fresh data folder) and training graphs/s and s/epoch
+(median over epochs). Torch runs on one thread (``--threads``), as a search trial does; on a
+shared machine the times vary with its load, which is printed.
+
+    NSM_GRAIL_DIR=../shared/data/grail python bench/grail.py --splits WN18RR_v1 --epochs 30 --seeds 5
+    NSM_GRAIL_DIR=../shared/data/grail python bench/grail.py --splits grail --ppr-only
+    python bench/grail.py --from-results /work/runs/lp/wn1_base      # a finished run's table row
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    # Run as a script: drop bench/ itself from the path, where a sibling script could shadow a package.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import torch  # noqa: E402
+
+from nsm import ppr  # noqa: E402
+from nsm.config import BASELINE, TrainConfig, load_config_file  # noqa: E402
+from nsm.data import grail  # noqa: E402
+from nsm.errors import ConfigError  # noqa: E402
+from nsm.train import GRAIL_DATA_SEED, train  # noqa: E402
+
+_METRICS = ("test_auc_pr", "test_hits_at_10", "test_mrr")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        if args.from_results:
+            rows = []
+            for path in args.from_results:
+                row = _row_from_results(Path(path))
+                rows.append(row)
+                rows.extend(_published_rows(row["split"]))
+            _print_rows(rows)
+            return 0
+        splits = [s for name in args.splits for s in grail.resolve(name)]
+        print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+        rows = []
+        for split in splits:
+            rows.extend(_bench_split(split, args))
+            _print_rows(rows)  # after every split, so a long run shows progress
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="nsm-grail-bench-") as fresh:
+        root = args.data_root or fresh
+        started = time.perf_counter()
+        data = grail.load_grail(split, root, seed=GRAIL_DATA_SEED)
+        load_s = time.perf_counter() - started
+        shortcut = ppr.evaluate(data.protocol, "test")
+        rows.append({"split": split, "method": "PPR shortcut", **shortcut, "extract_s": data.stats.get("extraction_s", load_s)})
+        if not args.ppr_only:
+            configs = [("NSM baseline", {**BASELINE})]
+            if args.config:
+                found = load_config_file(args.config).to_dict()
+                configs.append((f"NSM {args.config_label}", {k: v for k, v in found.items() if k not in ("domain", "data_root", "device")}))
+            for label, values in configs:
+                runs = []
+                for seed in range(args.seeds):
+                    config = TrainConfig.from_dict({**values, "domain": split, "epochs": args.epochs, "seed": seed,
+                                                    "save_every": 0, "device": "cpu", "data_root": root}, source=label)
+                    runs.append(train(config))
+                rows.append({"split": split, "method": label, **_aggregate(runs)})
+    return rows + _published_rows(split)
+
+
+def _published_rows(split: str) -> list[dict[str, Any]]:
+    published = grail.PUBLISHED[split]
+    rows = [{"split": split, "method": "GraIL (published)", "test_auc_pr": published["grail_auc_pr"],
+             "test_hits_at_10": published["grail_hits_at_10"]}]
+    if "nbfnet_hits_at_10" in published:
+        rows.append({"split": split, "method": "NBFNet (published)", "test_hits_at_10": published["nbfnet_hits_at_10"]})
+    return rows
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name in _METRICS:
+        values = [run["test_metrics"][name] for run in runs]
+        row[name] = statistics.fmean(values)
+        row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    row["seeds"] = len(runs)
+    row["epochs"] = runs[0]["epochs_run"]
+    row["best_epoch"] = statistics.fmean(run["best_epoch"] for run in runs)
+    row["wall_s"] = statistics.fmean(run["wall_time_s"] for run in runs)
+    return row
+
+
+def _row_from_results(run_dir: Path) -> dict[str, Any]:
+    """The NSM row of a finished ``python -m nsm.train`` run, with the shortcut stored beside it."""
+    path = run_dir / "final_results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (a finished nsm.train run directory is expected)")
+    results = json.loads(path.read_text())
+    history = json.loads((run_dir / "training_history.json").read_text())
+    row = {"split": results["config"]["domain"], "method": f"NSM ({run_dir.name})", **results["test_metrics"],
+           "epochs": results["epochs_run"], "best_epoch": results["best_epoch"],
+           "s_per_epoch": statistics.median(h["epoch_time_s"] for h in history),
+           "graphs_per_s": statistics.median(h["graphs_per_s"] for h in history)}
+    shortcut = {"split": row["split"], "method": "PPR shortcut", **results.get("shortcut_metrics", {})}
+    return {**row, "_shortcut": shortcut}  # printed on the line above the run's
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    expanded = []
+    for row in rows:
+        if "_shortcut" in row:
+            expanded.append(row["_shortcut"])
+            row = {k: v for k, v in row.items() if k != "_shortcut"}
+        expanded.append(row)
+    print(f"\n{'split':<11} {'method':<22} {'AUC-PR %':>14} {'Hits@10 %':>14} {'MRR %':>14}  notes")
+    for row in expanded:
+        cells = []
+        for name in _METRICS:
+            value = row.get(name)
+            std = row.get(f"{name}_std")
+            text = "-" if value is None else f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+            cells.append(f"{text:>14}")
+        notes = []
+        if "extract_s" in row:
+            notes.append(f"extraction {row['extract_s']:.1f} s")
+        if "seeds" in row:
+            notes.append(f"{row['seeds']} seed(s) x {row['epochs']} epochs, best epoch {row['best_epoch']:.0f}, {row['wall_s']:.0f} s/run")
+        if "s_per_epoch" in row:
+            notes.append(f"{row['epochs']} epochs, best {row['best_epoch']}, {row['s_per_epoch']:.1f} s/epoch, "
+                         f"{row['graphs_per_s']:.0f} train graphs/s")
+        print(f"{row['split']:<11} {row['method']:<22} {' '.join(cells)}  {'; '.join(notes)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python bench/grail.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--splits", nargs="+", default=["WN18RR_v1"], help="split names (any case) or 'grail' for all 12")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs per NSM run")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per NSM config (GraIL reports 5)")
+    parser.add_argument("--config", type=Path, default=None, help="a config a search found (exported best config file)")
+    parser.add_argument("--config-label", default="searched", help="how to name that row, e.g. 'ASHA+TPE 24x20'")
+    parser.add_argument("--ppr-only", action="store_true", help="only the shortcut and the published rows")
+    parser.add_argument("--data-root", default=None, help="data folder (default: a fresh one, so extraction is timed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a search trial uses 1 per CPU)")
+    parser.add_argument("--from-results", nargs="+", default=None, metavar="RUN_DIR",
+                        help="print the rows of finished nsm.train runs (their final_results.json) instead of training")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
