@@ -17,8 +17,11 @@ from torch_geometric.data import Data
 
 from nsm.data import _cache, causal, kg, planning
 from nsm.data._split import stratified_split
-from nsm.domains import DOMAINS, SYNTHETIC, is_link_prediction
+from nsm.domains import SYNTHETIC, is_link_prediction
 from nsm.errors import ConfigError
+
+DOMAINS: tuple[str, ...] = SYNTHETIC
+"""The domains ``load_domain`` generates (``nsm.domains.DOMAINS`` also names GraIL's splits, see ``nsm.data.grail``)."""
 
 MIN_GRAPHS = 20  # below this a 15% split cannot hold both classes
 
