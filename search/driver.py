@@ -370,14 +370,16 @@ def _fit_and_report(settings: SearchSettings, plan: _ExperimentPlan, callbacks: 
     print()
     print(report.format_report(summary))
     _save_wandb_workspace(settings, wandb_mode)
+    unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
+    interrupted = unfinished or len(statuses) < settings.num_samples
+    if not interrupted or stopping.stop_reason(settings.name) == stopping.EPOCH_BUDGET_SPENT:
+        _log_wandb_summary_run(settings, wandb_mode)
     if stopping.stop_reason(settings.name) == stopping.BUDGET_SPENT:
         return summary, stopping.BUDGET_SPENT
     if stopping.stop_reason(settings.name) == stopping.EPOCH_BUDGET_SPENT:
         # Trials the stop caught are over, not resumable: the budget is the search's whole allowance.
         print(f"\nepoch budget of {settings.epoch_budget} spent after {len(statuses)} of {settings.num_samples} trials")
         return summary, None
-    unfinished = any(status not in TERMINAL_STATUSES for status in statuses.values())
-    interrupted = unfinished or len(statuses) < settings.num_samples
     return summary, stopping.INTERRUPTED if interrupted else None
 
 
@@ -399,6 +401,32 @@ def _save_wandb_workspace(settings: SearchSettings, wandb_mode: str) -> None:
     except Exception as error:  # no wandb-workspaces, no network: the search itself succeeded
         print(f"W&B workspace not created ({first_line(error)}); its specification is in {path}: "
               f"create it with `python analysis/wandb_workspace.py {settings.experiment_dir}`")
+
+
+def _log_wandb_summary_run(settings: SearchSettings, wandb_mode: str) -> None:
+    """The experiment's W&B summary run (the trials table, the best config), once its search is over.
+
+    The same run that ``python analysis/best.py <exp> --wandb`` logs, which adds the best checkpoint's
+    test metrics. A bucket's trials are not on this machine, so there it is left to that command.
+    """
+    if wandb_mode == "disabled":
+        return
+    command = f"python analysis/best.py {settings.experiment_dir} --wandb {wandb_mode}"
+    if settings.remote:
+        if settings.console != console.QUIET:
+            print(f"W&B summary run: after downloading the experiment, `{command}`")
+        return
+    # Imported here: analysis reads what search writes, and only a finished search has anything to read.
+    from analysis._wandb import log_summary
+    from analysis.experiment import open_experiment
+
+    try:
+        run_dir = log_summary(open_experiment(settings.experiment_dir), mode=wandb_mode)
+    except Exception as error:  # no account, no network: the search itself succeeded
+        print(f"W&B summary run not logged ({first_line(error)}); log it with `{command}`")
+        return
+    if settings.console != console.QUIET:
+        print(f"W&B summary run: {run_dir}")
 
 
 def _print_budget_spent(settings: SearchSettings, summary: dict[str, Any] | None) -> None:

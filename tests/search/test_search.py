@@ -151,6 +151,22 @@ def test_asha_stopped_trials_are_pruned_and_wandb_offline_holds_each_trial(tmp_p
     assert referenced_names(spec)["config"] == {"lr", "cycle_weight", "batch_size"}
     assert wandb_workspace_cli.main([str(experiment_dir), "--wandb", "offline"]) == 0
     assert json.loads((experiment_dir / SPEC_FILE).read_text()) == spec
+    # One summary run in the experiment's group (the one analysis/best.py --wandb logs): the trials table
+    # and the best trial of summary.json.
+    (summary_run,) = (experiment_dir / "analysis" / "wandb").glob("offline-run-*")
+    (table_file,) = summary_run.glob("files/media/table/trials_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert {row[table["columns"].index("trial_id")] for row in table["data"]} == set(outcomes)
+    summary_values, groups = {}, set()
+    for record in read_wandb_records(next(summary_run.glob("run-*.wandb"))):
+        if record.WhichOneof("record_type") == "run":
+            groups.add((record.run.run_group, record.run.job_type, record.run.project))
+        elif record.WhichOneof("record_type") == "summary":
+            summary_values.update({item_key(item): json.loads(item.value_json) for item in record.summary.update})
+    assert groups == {("asha", "analysis", "nsm-test")}
+    assert summary_values["best_trial"] == summary["best"]["trial_id"]
+    assert summary_values["best_val_loss"] == pytest.approx(summary["best"]["val_loss"])
+    assert summary_values["num_trials"] == len(outcomes)
     # No credentials end up in the results.
     assert "WANDB_API_KEY" not in (experiment_dir / "search.json").read_text()
 
