@@ -249,6 +249,7 @@ def _ray_session(address: str | None) -> Iterator[bool]:
     import ray
 
     if ray.is_initialized():
+        preflight.check_connected_cluster(address)
         yield False
         return
     attempts = 1 if address else 2  # a local start can time out on a busy machine (Ray waits 30 s)

@@ -123,6 +123,39 @@ def check_address(address: str) -> None:
         raise SearchError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from None
 
 
+def check_connected_cluster(address: str | None) -> None:
+    """In a process already connected to Ray, fail unless that is the cluster ``--address`` names.
+
+    A notebook or a script that called ``ray.init()`` before the search would otherwise run the
+    search on its own session, not on the cluster asked for. ``auto`` accepts any session.
+    """
+    import ray
+
+    if address is None or address == "auto":
+        return
+    if address.startswith("ray://"):
+        if ray.util.client.ray.is_connected():
+            return  # a Ray Client session; its server-side address is not visible to compare
+        connected = ray.get_runtime_context().gcs_address
+    else:
+        connected = ray.get_runtime_context().gcs_address
+        if _same_host_port(connected, address):
+            return
+    raise SearchError(f"this process is already connected to the Ray cluster at {connected}, not to "
+                      f"--address {address}; call ray.shutdown() first or run the search in a new process")
+
+
+def _same_host_port(a: str, b: str) -> bool:
+    def resolved(address: str) -> tuple[str, int | None]:
+        parts = urlsplit(f"ray://{address}")
+        try:
+            return socket.gethostbyname(parts.hostname or ""), parts.port
+        except OSError:
+            return parts.hostname or "", parts.port
+
+    return resolved(a) == resolved(b)
+
+
 # ------------------------------------------------------------------------------------------------
 # Resources
 

@@ -52,8 +52,15 @@ def ray_session():
     """
     import ray
 
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="WARNING")
+    start_test_ray()
     yield ray
     ray.shutdown()
+
+
+def start_test_ray() -> None:
+    """The in-process Ray session of ``ray_session`` (also restarted by tests that need a different one)."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="WARNING")
 
 

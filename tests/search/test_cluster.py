@@ -8,16 +8,18 @@ one experiment directory under the shared ``--storage-path``.
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+import ray
 from ray import tune
 from ray.cluster_utils import Cluster
 
 from search.run import main
 
-from .conftest import write_tiny_space
+from .conftest import start_test_ray, write_tiny_space
 
 NUM_TRIALS = 4
 # Trials must outlast the start of the others' actors (seconds on 2 cores), or reused actors on the
@@ -26,12 +28,16 @@ EPOCHS = 5
 
 
 @pytest.fixture
-def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
+def two_node_cluster():
+    # The search must connect to this cluster, so this process may not hold another Ray session
+    # (the other tests' in-process one is put back afterwards).
+    had_session = ray.is_initialized()
+    ray.shutdown()
     # A private Ray temp dir: Cluster() records its address in <temp>/ray/ray_current_cluster, where a
     # plain ray.init() elsewhere on this machine would otherwise find and join it. Short, for Ray's
     # unix-socket path limit.
-    ray_tmp = tempfile.mkdtemp(prefix="nsm-rc-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="nsm-rc-", dir="/tmp"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
     worker = cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.wait_for_nodes()
@@ -39,6 +45,23 @@ def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
         yield cluster, {cluster.head_node.node_id, worker.node_id}
     finally:
         cluster.shutdown()
+        monkeypatch.undo()
+        if had_session:
+            start_test_ray()
+
+
+def test_a_search_refuses_an_address_other_than_the_session_it_runs_in(ray_session, tmp_path: Path, capsys) -> None:
+    # Something answers at the address (preflight connects to it), but it is not this process's cluster.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        code = main(["--domain", "planning", "--address", address, "--storage-path", str(tmp_path),
+                     "--name", "elsewhere", "--wandb", "disabled"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already connected to the Ray cluster at" in err[0] and address in err[0], err
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_search_uses_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_path: Path) -> None:
