@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,24 @@ def baseline_values(keys: Iterable[str]) -> dict[str, Any]:
     """The baseline config restricted to ``keys``: the research value where it has one, else the default."""
     defaults = TrainConfig()
     return {key: BASELINE.get(key, getattr(defaults, key)) for key in keys}
+
+
+def holds_values(config: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+    """Whether ``config`` has every key of ``point`` with the same value.
+
+    Floats compare to a relative 1e-9: a config read back from JSON, YAML or a W&B run is the same
+    point even where its last digit is not.
+    """
+    return all(key in config and _same_value(config[key], value) for key, value in point.items())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return a == b
 
 
 def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from nsm import metrics as nsm_metrics
+from nsm.config import holds_values
 from search.outcome import COMPLETED, ERROR, PRUNED, trial_outcome
 
 LIVE, VERBOSE, QUIET = "live", "verbose", "quiet"
@@ -202,7 +203,7 @@ class LiveConsole(tune.Callback):
         view = self._state.trials.get(trial.trial_id)
         if view is None:
             values = {key: (trial.config or {}).get(key) for key in self.keys}
-            is_baseline = bool(self.baseline) and all(_same(values.get(k), v) for k, v in self.baseline.items())
+            is_baseline = bool(self.baseline) and holds_values(values, self.baseline)
             if is_baseline and any(v.is_baseline for v in self._state.trials.values()):
                 is_baseline = False  # a later trial TPE happened to sample at the same point
             view = self._state.trials[trial.trial_id] = _TrialView(trial.trial_id, values, is_baseline)
@@ -364,13 +365,3 @@ def _value_text(value: Any) -> str:
             return str(value)
         return f"{value:.4f}" if 1e-2 <= abs(value) < 1e3 else f"{value:.2e}"
     return str(value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    return a == b
-

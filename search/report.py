@@ -13,6 +13,7 @@ from typing import Any
 from ray import tune
 
 from nsm import metrics as nsm_metrics
+from nsm.config import holds_values
 from nsm.files import write_json
 from search import storage
 from search.outcome import UNFINISHED, outcome_of
@@ -44,7 +45,7 @@ def summarize(
     ranked, unranked = rank_trials([score for _, _, score in entries], settings.metric, settings.mode)
     by_id = {score.trial_id: (row, result) for row, result, score in entries}
     rows = [by_id[score.trial_id][0] for score in (*ranked, *unranked)]
-    baseline = next((row for row, _, _ in entries if _matches(row["config"], baseline_point)), None)
+    baseline = next((row for row, _, _ in entries if holds_values(row["config"], baseline_point)), None)
     best_row, best_result = by_id[ranked[0].trial_id] if ranked else (None, None)
     best_checkpoint = None
     if best_result is not None:
@@ -171,19 +172,6 @@ def _key_columns(keys: list[str], cells: dict[str, str]) -> str:
 def _with_scheme(path: str, settings: SearchSettings) -> str:
     """A path Ray reports on the storage filesystem, which lost the URI scheme (``s3://``) of a remote one."""
     return f"{settings.storage_path.split('://')[0]}://{path}" if settings.remote else path
-
-
-def _matches(config: dict[str, Any], point: dict[str, Any]) -> bool:
-    return all(key in config and _close(config[key], value) for key, value in point.items())
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    return a == b
 
 
 def _finite(value: Any) -> bool:

@@ -51,6 +51,7 @@ from ray.air.util.node import _force_on_current_node
 from ray.tune.utils import flatten_dict
 
 from nsm import metrics as nsm_metrics
+from nsm.config import holds_values
 from search.outcome import ERROR, trial_outcome
 from search.result_loggers import EPOCH_KEY, highest_recorded_epoch
 from search.wandb_offline import highest_logged_step
@@ -154,7 +155,7 @@ class WandbRunsCallback(WandbLoggerCallback):
         if trial in self._open:
             return  # a trial restarted in this driver continues its open run
         values = {key: (trial.config or {}).get(key) for key in self._keys}
-        if self._baseline_id is None and self._baseline and all(_same(values.get(k), v) for k, v in self._baseline.items()):
+        if self._baseline_id is None and self._baseline and holds_values(values, self._baseline):
             self._baseline_id = trial.trial_id
         config = _clean_log({k: v for k, v in trial.config.items() if k not in self.excludes and k != "callbacks"})
         init_kwargs = dict(id=trial.trial_id, name=run_name(self._domain, trial.trial_id, values), resume=False,
@@ -253,12 +254,3 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2g}" if value and (abs(value) < 1e-2 or abs(value) >= 1e3) else f"{value:.3g}"
     return str(value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    return a == b

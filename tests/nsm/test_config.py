@@ -12,7 +12,7 @@ import yaml
 
 from nsm import ConfigError
 from nsm.checkpoint import load_checkpoint, load_model
-from nsm.config import BASELINE, TrainConfig, baseline_values, load_config_file, save_config_file
+from nsm.config import BASELINE, TrainConfig, baseline_values, holds_values, load_config_file, save_config_file
 from nsm.train import train
 
 SMALL = dict(num_graphs=120, hidden_dim=16, num_bases=4, epochs=1, batch_size=32, lr=3e-3)
@@ -33,6 +33,15 @@ def test_save_config_file_round_trips_as_yaml_and_json(tmp_path):
     assert list(yaml.safe_load((tmp_path / "config.yaml").read_text())) == list(config.to_dict())  # field order
     assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_holds_values_finds_the_baseline_in_a_config_read_back_from_json():
+    baseline = baseline_values(["lr", "cycle_weight", "batch_size"])
+    read_back = json.loads(json.dumps({**baseline, "lr": baseline["lr"] * (1 + 1e-12), "seed": 3}))
+    assert holds_values(read_back, baseline)
+    assert not holds_values({**read_back, "lr": baseline["lr"] * 1.01}, baseline)
+    assert not holds_values({k: v for k, v in read_back.items() if k != "batch_size"}, baseline)
+    assert not holds_values({**read_back, "batch_size": "64"}, baseline)
 
 
 def test_baseline_values_use_the_research_defaults_and_the_config_defaults():
