@@ -160,7 +160,7 @@ def test_cli_trains_refuses_to_overwrite_a_finished_run_and_accepts_overwrite(tm
     config.write_text("num_graphs: 120\nhidden_dim: 16\nepochs: 2\nbatch_size: 32\n")
     first = _cli(tmp_path, "--config", str(config), "--domain", "causal", "--lr", "3e-4", "--out", "run")
     assert first.returncode == 0, first.stderr
-    assert "best val_acc" in first.stdout and "test acc" in first.stdout
+    assert "best val_acc" in first.stdout and "test_acc" in first.stdout
     results = json.loads((tmp_path / "run" / "final_results.json").read_text())
     assert results["config"]["domain"] == "causal" and results["config"]["lr"] == 3e-4  # flag beats file
     assert results["config"]["epochs"] == 2  # file beats default
