@@ -94,7 +94,7 @@ def forward(model: NSM, batch: Batch | PackedBatch) -> NSMOutput:
     """The model on one batch: the one place that unpacks a batch into the model's inputs. A
     link-prediction model also reads each graph's roots and query relation."""
     if not model.num_query_relations:
-        return model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+        return model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs)
     return model(
         batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs,
         head_index=batch.head_index, tail_index=batch.tail_index, relation=batch.relation,
@@ -128,12 +128,16 @@ def _evaluate_batches(
     model: NSM, batches: Iterable[Batch | PackedBatch], cycle_weight: float, device: torch.device
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Loss, task and cycle loss, accuracy and per-class accuracy over ``batches``, and every graph's
-    score (``link_scores``, in order, on the CPU)."""
+    score (``link_scores``, in order, on the CPU).
+
+    The sums stay on ``device`` and are read once at the end: a batch waits for the device only where
+    the model does.
+    """
     model.eval()
-    task_sum = cycle_sum = 0.0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # task loss, cycle loss (times nodes)
+    correct = torch.zeros(2, dtype=torch.long, device=device)
+    count = torch.zeros(2, dtype=torch.long, device=device)
     graphs = nodes = 0
-    correct = torch.zeros(2, dtype=torch.long)
-    count = torch.zeros(2, dtype=torch.long)
     scores = []
     with torch.no_grad():
         for batch in batches:
@@ -141,15 +145,14 @@ def _evaluate_batches(
             out = forward(model, batch)
             y = batch.y.view(-1)
             num_nodes = batch.x.size(0)
-            task_sum += F.cross_entropy(out.logits, y, reduction="sum").item()
-            cycle_sum += cycle_loss(out.reconstruction, batch.x).item() * num_nodes
-            hits = (out.logits.argmax(-1) == y).cpu()
-            y = y.cpu()
-            correct += torch.bincount(y[hits], minlength=2)[:2]
-            count += torch.bincount(y, minlength=2)[:2]
+            sums[0] += F.cross_entropy(out.logits, y, reduction="sum")
+            sums[1] += cycle_loss(out.reconstruction, batch.x) * num_nodes
+            correct.index_add_(0, y, (out.logits.argmax(-1) == y).long())
+            count.index_add_(0, y, torch.ones_like(y))
             graphs += batch.num_graphs
             nodes += num_nodes
-            scores.append(link_scores(out.logits).cpu())
+            scores.append(link_scores(out.logits))
+    task_sum, cycle_sum = sums.tolist()
     task = task_sum / max(graphs, 1)
     cycle = cycle_sum / max(nodes, 1)
     per_class = (correct.double() / count.clamp(min=1).double()).tolist()
@@ -157,18 +160,11 @@ def _evaluate_batches(
         "loss": task + cycle_weight * cycle,
         "task_loss": task,
         "cycle_loss": cycle,
-        "acc": correct.sum().item() / max(graphs, 1),
+        "acc": int(correct.sum()) / max(graphs, 1),
         "acc_class0": per_class[0],
         "acc_class1": per_class[1],
     }
-    return stats, torch.cat(scores) if scores else torch.zeros(0)
-
-
-def _packed_batches(store: PackedGraphs, batch_size: int, order: torch.Tensor | None = None) -> Iterator[PackedBatch]:
-    """``store``'s graphs in batches of ``batch_size``, in ``order`` (default: stored order)."""
-    index = order if order is not None else torch.arange(len(store), device=store.device)
-    for start in range(0, index.numel(), batch_size):
-        yield store.batch(index[start : start + batch_size])
+    return stats, torch.cat(scores).cpu() if scores else torch.zeros(0)
 
 
 @torch.no_grad()
@@ -179,8 +175,8 @@ def score_link_part(
     """A link-prediction model on one part of GraIL's protocol: the classification statistics of the AUC
     pairs (``pairs``: true triples, then one corruption of each), their AUC-PR, and Hits@10 and MRR of
     the ranking lists (``ranking``: lists of ``num_candidates``, true triple first)."""
-    stats, pair_scores = _evaluate_batches(model, _packed_batches(pairs, batch_size), cycle_weight, device)
-    _, list_scores = _evaluate_batches(model, _packed_batches(ranking, batch_size), cycle_weight, device)
+    stats, pair_scores = _evaluate_batches(model, pairs.batches(batch_size), cycle_weight, device)
+    _, list_scores = _evaluate_batches(model, ranking.batches(batch_size), cycle_weight, device)
     half = pair_scores.numel() // 2
     lists = list_scores.view(-1, num_candidates)
     return {
@@ -238,7 +234,7 @@ def _train(
     progress: bool,
 ) -> dict[str, Any]:
     # Data: deterministic per (domain, num_graphs, seed) or per GraIL split, cached on disk.
-    work = _LinkWorkload(config, device) if is_link_prediction(config.domain) else _GraphWorkload(config)
+    work = _LinkWorkload(config, device) if is_link_prediction(config.domain) else _GraphWorkload(config, device)
     run = _Run.start(config, work, device, checkpoint)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -286,25 +282,39 @@ def _train(
 
 
 class _GraphWorkload:
-    """Graph classification on a synthetic domain: PyG graphs, batched by PyG's DataLoader."""
+    """Graph classification on a synthetic domain: each split packed once and kept on the training device.
 
-    def __init__(self, config: TrainConfig) -> None:
+    Batches are gathered there by index (``PackedGraphs``, the same batches PyG's DataLoader builds),
+    so an epoch neither collates on the host nor copies to the device.
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.config = config
         self.task = task_of(config.domain)
         self.data = load_domain(config.domain, num_graphs=config.num_graphs, seed=config.seed, root=config.data_root)
         self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
         self.link_prediction = False
         self._eval_batch = max(config.batch_size, 256)
+        self._parts = {part: _pack(graphs, device) for part, graphs in
+                       (("train", self.data.train), ("val", self.data.val), ("test", self.data.test))}
 
-    def train_batches(self, order: torch.Generator) -> Iterable[Batch]:
-        return DataLoader(list(self.data.train), batch_size=self.config.batch_size, shuffle=True, generator=order)
+    def train_batches(self, order: torch.Generator) -> Iterable[PackedBatch]:
+        train = self._parts["train"]
+        # The permutation PyG's DataLoader(shuffle=True, generator=order) draws.
+        return train.batches(self.config.batch_size, torch.randperm(len(train), generator=order)) if train else ()
 
     def evaluate(self, model: NSM, part: str, device: torch.device) -> dict[str, float]:
-        graphs = self.data.val if part == "val" else self.data.test
-        return evaluate(model, DataLoader(list(graphs), batch_size=self._eval_batch), self.config.cycle_weight, device)
+        graphs = self._parts[part]
+        batches = graphs.batches(self._eval_batch) if graphs else ()
+        return _evaluate_batches(model, batches, self.config.cycle_weight, device)[0]
 
     def extra_results(self) -> dict[str, Any]:
         return {}
+
+
+def _pack(graphs: Sequence[Data], device: torch.device) -> PackedGraphs | None:
+    """A split on ``device``, or ``None`` for an empty one (a handful of graphs leaves a split empty)."""
+    return PackedGraphs.from_data_list(graphs).to(device) if len(graphs) else None
 
 
 GRAIL_DATA_SEED = 0
@@ -342,8 +352,7 @@ class _LinkWorkload:
         }
 
     def train_batches(self, order: torch.Generator) -> Iterable[PackedBatch]:
-        permutation = torch.randperm(len(self._train), generator=order).to(self._train.device)
-        return _packed_batches(self._train, self.config.batch_size, permutation)
+        return self._train.batches(self.config.batch_size, torch.randperm(len(self._train), generator=order))
 
     def evaluate(self, model: NSM, part: str, device: torch.device) -> dict[str, float]:
         pairs, ranking = self._parts[part]
@@ -432,7 +441,8 @@ class _Run:
 
 @dataclass
 class _EpochSums:
-    """Running sums over one training epoch; ``diverged`` once a batch's loss is NaN/inf."""
+    """Running sums over one training epoch, read from the device once (``read``); ``diverged`` once a
+    batch's loss is NaN/inf."""
 
     task: float = 0.0
     cycle: float = 0.0
@@ -440,6 +450,12 @@ class _EpochSums:
     graphs: int = 0
     nodes: int = 0
     diverged: bool = False
+
+    def read(self, on_device: torch.Tensor) -> None:
+        """Take the task loss, cycle loss and correct count that the epoch summed on the device."""
+        if not self.diverged:
+            task, cycle, correct = on_device.tolist()
+            self.task, self.cycle, self.correct = task, cycle, int(correct)
 
     def averages(self, cycle_weight: float) -> dict[str, float]:
         task = self.task / max(self.graphs, 1)
@@ -460,6 +476,7 @@ def _train_epoch(run: _Run, work: _GraphWorkload | _LinkWorkload, epoch: int, de
     loader = work.train_batches(order)
     model.train()
     sums = _EpochSums()
+    on_device = torch.zeros(3, dtype=torch.float64, device=device)  # task loss, cycle loss, correct
     # disable=None: tqdm draws only on a terminal, so a log file gets no carriage-return redraws.
     batches = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None if progress else True)
     for batch in batches:
@@ -478,12 +495,14 @@ def _train_epoch(run: _Run, work: _GraphWorkload | _LinkWorkload, epoch: int, de
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        sums.task += task.item() * batch.num_graphs
-        sums.cycle += cycle.item() * batch.x.size(0)
-        sums.correct += int((out.logits.argmax(-1) == y).sum())
+        with torch.no_grad():
+            hits = (out.logits.argmax(-1) == y).sum().to(on_device.dtype)
+            on_device += torch.stack([task.double() * batch.num_graphs, cycle.double() * batch.x.size(0), hits])
         sums.graphs += batch.num_graphs
         sums.nodes += batch.x.size(0)
-        batches.set_postfix(loss=f"{loss.item():.4f}")
+        if not batches.disable:
+            batches.set_postfix(loss=f"{loss.item():.4f}")  # a terminal is watching: worth one read
+    sums.read(on_device)
     return sums
 
 

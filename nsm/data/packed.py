@@ -20,7 +20,7 @@ attributes come back as int64, everything else keeps its dtype.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -83,6 +83,7 @@ class PackedGraphs:
         self.x, self.edge_index, self.edge_type, self.edge_attr, self.y = x, edge_index, edge_type, edge_attr, y
         self.node_ptr, self.edge_ptr = node_ptr.long(), edge_ptr.long()
         self.graph_attrs: dict[str, Tensor] = dict(graph_attrs or {})
+        self._counts: tuple[list[int], list[int]] | None = None  # per-graph sizes on the host, read once
         self._check()
 
     # ------------------------------------------------------------------ construction and I/O
@@ -203,9 +204,36 @@ class PackedGraphs:
     def batch(self, index: Tensor | Sequence[int]) -> PackedBatch:
         """The graphs ``index`` (in that order) as one batch, equal to PyG's ``Batch.from_data_list``."""
         idx = self._index(index)
+        return self._batch(idx, int(self.num_nodes[idx].sum()), int(self.num_edges[idx].sum()))
+
+    def batches(self, batch_size: int, order: Tensor | Sequence[int] | None = None) -> Iterator[PackedBatch]:
+        """All graphs in mini-batches of ``batch_size``, in ``order`` (a permutation; default: stored order).
+
+        A pass reads the graph sizes from the device once and copies ``order`` to it once; each batch's
+        node and edge totals are then summed on the host, so building a batch never waits for the device
+        (``batch`` waits for its range check and its totals).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        node_counts, edge_counts = self._host_counts()
+        host_order = list(range(self.num_graphs)) if order is None else torch.as_tensor(order).tolist()
+        if host_order and (min(host_order) < 0 or max(host_order) >= self.num_graphs):
+            raise IndexError(f"graph index out of range for {self.num_graphs} graphs")
+        device_order = torch.as_tensor(host_order, dtype=torch.long).to(self.device)
+        for start in range(0, len(host_order), batch_size):
+            chunk = host_order[start : start + batch_size]
+            yield self._batch(device_order[start : start + batch_size],
+                              sum(node_counts[i] for i in chunk), sum(edge_counts[i] for i in chunk))
+
+    def _host_counts(self) -> tuple[list[int], list[int]]:
+        if self._counts is None:
+            self._counts = (self.num_nodes.tolist(), self.num_edges.tolist())
+        return self._counts
+
+    def _batch(self, idx: Tensor, total_nodes: int, total_edges: int) -> PackedBatch:
         num_graphs = int(idx.numel())
-        node_src, ptr, node_graph = self._gather_ids(self.node_ptr, self.num_nodes, idx)
-        edge_src, _, edge_graph = self._gather_ids(self.edge_ptr, self.num_edges, idx)
+        node_src, ptr, node_graph = self._gather_ids(self.node_ptr, self.num_nodes, idx, total_nodes)
+        edge_src, _, edge_graph = self._gather_ids(self.edge_ptr, self.num_edges, idx, total_edges)
 
         fields: dict[str, Tensor | None] = {
             "x": _as_float(self.x[node_src]),
@@ -223,8 +251,8 @@ class PackedGraphs:
     def subset(self, index: Tensor | Sequence[int]) -> PackedGraphs:
         """A new store holding the graphs ``index`` (in that order), stored dtypes and local indices unchanged."""
         idx = self._index(index)
-        node_src, node_ptr, _ = self._gather_ids(self.node_ptr, self.num_nodes, idx)
-        edge_src, edge_ptr, _ = self._gather_ids(self.edge_ptr, self.num_edges, idx)
+        node_src, node_ptr, _ = self._gather_ids(self.node_ptr, self.num_nodes, idx, int(self.num_nodes[idx].sum()))
+        edge_src, edge_ptr, _ = self._gather_ids(self.edge_ptr, self.num_edges, idx, int(self.num_edges[idx].sum()))
         return PackedGraphs(
             x=self.x[node_src],
             edge_index=self.edge_index[:, edge_src],
@@ -254,13 +282,12 @@ class PackedGraphs:
         return torch.where(idx < 0, idx + self.num_graphs, idx)
 
     @staticmethod
-    def _gather_ids(offsets: Tensor, counts: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For the graphs ``idx``: their row ids in a store with these offsets, their new offsets,
-        and the position in ``idx`` that owns each row."""
+    def _gather_ids(offsets: Tensor, counts: Tensor, idx: Tensor, total: int) -> tuple[Tensor, Tensor, Tensor]:
+        """For the graphs ``idx`` (``total`` rows in all): their row ids in a store with these offsets,
+        their new offsets, and the position in ``idx`` that owns each row."""
         sizes = counts[idx]
         out_ptr = torch.zeros(idx.numel() + 1, dtype=torch.long, device=idx.device)
         torch.cumsum(sizes, 0, out=out_ptr[1:])
-        total = int(out_ptr[-1])
         owner = torch.repeat_interleave(torch.arange(idx.numel(), device=idx.device), sizes, output_size=total)
         return offsets[idx][owner] + torch.arange(total, device=idx.device) - out_ptr[owner], out_ptr, owner
 

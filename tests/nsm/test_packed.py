@@ -71,6 +71,30 @@ def test_batch_accepts_a_tensor_index_and_negative_positions():
         packed.batch([10])
 
 
+def test_batches_cover_an_order_like_pyg_and_build_each_batch_without_waiting():
+    from nsm._sync import SyncCounter
+
+    graphs = _graphs(50, seed=5, empty_every=6)
+    packed = PackedGraphs.from_data_list(graphs, graph_keys=ALL)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    with SyncCounter(cpu_is_device=True) as syncs:
+        passes = iter(packed.batches(16, order))
+        first = next(passes)  # the pass's set-up: the sizes (once per store) and the order, read once
+        setup = syncs.count
+        rest = list(passes)
+    assert setup <= 3 and syncs.count == setup, syncs.describe()  # the other 3 batches waited for nothing
+    assert [b.num_graphs for b in (first, *rest)] == [16, 16, 16, 2]
+    for start, ours in zip(range(0, 50, 16), (first, *rest)):
+        theirs = Batch.from_data_list([graphs[i] for i in order[start : start + 16].tolist()])
+        for key in CORE + ALL:
+            assert torch.equal(getattr(ours, key), getattr(theirs, key)), key
+    assert [b.num_graphs for b in packed.batches(64)] == [50]  # default: stored order
+    with pytest.raises(IndexError):
+        next(packed.batches(8, [0, 50]))
+    with pytest.raises(ValueError):
+        next(packed.batches(0))
+
+
 def test_without_edge_attr_the_batch_has_none_like_pyg():
     graphs = _graphs(8, seed=4)
     for g in graphs:

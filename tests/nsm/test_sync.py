@@ -112,3 +112,27 @@ def test_the_reference_model_breaks_the_budget():
     reasons = {event.reason for event in syncs.events}
     assert syncs.count > 4
     assert "boolean-mask indexing" in reasons and "scalar read (item/int/float/bool of a tensor)" in reasons
+
+
+def test_a_training_epoch_and_an_evaluation_pass_of_the_trainer_stay_within_budget():
+    # The whole trainer, not just the model: batching, the loss, the running sums and the optimiser.
+    from nsm.config import TrainConfig
+    from nsm.train import _GraphWorkload, _Run, _train_epoch
+
+    config = TrainConfig(domain="planning", num_graphs=400, hidden_dim=16, batch_size=32, epochs=2, grad_clip=1.0)
+    device = torch.device("cpu")
+    work = _GraphWorkload(config, device)
+    run = _Run.start(config, work, device, None)
+    steps = -(-len(work.data.train) // config.batch_size)
+    with SyncCounter(cpu_is_device=True) as syncs:
+        sums = _train_epoch(run, work, 1, device, progress=False)
+    assert sums.graphs == len(work.data.train) and not sums.diverged
+    # Per step: the model's read and the divergence check. Per pass: the sizes, the order, the sums.
+    assert syncs.count <= 2 * steps + 4, syncs.describe()
+
+    eval_batches = -(-len(work.data.val) // 256)
+    with SyncCounter(cpu_is_device=True) as syncs:
+        metrics = work.evaluate(run.model, "val", device)
+    assert 0.0 <= metrics["acc"] <= 1.0
+    # Per batch: the model's read. Per pass: the sizes, the sums, the per-class counts, the scores.
+    assert syncs.count <= MODEL_SYNCS_PER_STEP * eval_batches + 6, syncs.describe()
