@@ -10,10 +10,13 @@
    it. Per domain and method, over seeds: the best validation metric within the budget, the test
    metric of the checkpoint chosen on validation alone, and the epochs until random's final best was
    first matched. Seed-major; each search appends one JSON line to --results, and rows already
-   there are skipped, so an interrupted bench continues where it stopped.
+   there are skipped, so an interrupted bench continues where it stopped. On GraIL's splits the
+   metrics are the task's own: ``val_mrr`` to choose, ``test_mrr`` on the split's fixed candidates.
 
     python bench/search.py --skip-overhead                 # the worth table: 5 seeds x 3 domains
     python bench/search.py --skip-overhead --seeds 0 --domains planning   # one comparison
+    NSM_GRAIL_DIR=../shared/data/grail python bench/search.py --skip-overhead --domains WN18RR_v1 \
+        --seeds 0 1 2 --random-trials 4 --max-epochs 10               # the real benchmark
     python bench/search.py --skip-efficiency               # the overhead ratios only
     python bench/search.py --quick                         # a smoke run of both
 """
@@ -41,7 +44,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
-from nsm.domains import DOMAINS  # noqa: E402
+from nsm.domains import DOMAINS, SYNTHETIC, canonical_domain, is_domain, is_link_prediction, task_of  # noqa: E402
 from nsm.train import TrainConfig, train  # noqa: E402
 from search.run import main as search_main  # noqa: E402
 
@@ -95,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--domain", default="planning", help="overhead: the domain")
     parser.add_argument("--trials", type=int, default=4, help="overhead: trials of the fixed budget")
     parser.add_argument("--overhead-epochs", type=int, default=4)
-    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), help="worth: domains, in order")
+    parser.add_argument("--domains", nargs="+", default=list(SYNTHETIC),
+                        help="worth: domains, in order (the synthetic three, or GraIL split names)")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                         help=f"worth: methods, random first; without random, its rows must come from --results "
                         f"(all: {', '.join(METHODS)})")
@@ -103,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-epochs", type=int, default=8, help="worth: epochs of a trial never stopped early")
     parser.add_argument("--num-graphs", type=int, default=400, help="worth: small enough that no domain saturates")
     parser.add_argument("--hidden-dim", type=int, default=64)
+    parser.add_argument("--data-root", default=None, help="worth: the trials' data folder (default: the trainer's)")
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--results", default="bench-search-results.jsonl",
@@ -126,9 +131,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
     if RANDOM in args.methods and args.methods[0] != RANDOM:
         raise BenchError(f"--methods must start with {RANDOM} (the baseline the others are matched against)")
-    bad = [name for name in args.domains if name not in DOMAINS]
+    bad = [name for name in args.domains if not is_domain(name)]
     if bad:
         raise BenchError(f"--domains: unknown {', '.join(bad)} (choose from {', '.join(DOMAINS)})")
+    args.domains = [canonical_domain(name) for name in args.domains]
     for flag in ("random_trials", "max_epochs", "num_graphs", "hidden_dim", "max_concurrent", "trials", "overhead_epochs"):
         if getattr(args, flag) < 1:
             raise BenchError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -147,6 +153,9 @@ def space_file(directory: Path, args: argparse.Namespace, seed: int = 0) -> Path
           seed: {seed}
           save_every: 0
     """))
+    if getattr(args, "data_root", None):
+        with open(path, "a") as file:
+            file.write(f"  data_root: {json.dumps(str(Path(args.data_root).resolve()))}\n")
     return path
 
 
@@ -266,12 +275,23 @@ def chosen_checkpoint(trial_dir: Path, epoch: int, values: dict[int, float]) -> 
     return kept[fallback], fallback
 
 
-def test_accuracy(checkpoint: Path) -> float:
-    """Test accuracy of a checkpoint on its own domain's test split."""
-    from analysis.evaluate import predict_test
+def selection_metric(domain: str) -> tuple[str, str]:
+    """The validation metric a search on ``domain`` chooses by, and the test metric it is judged by."""
+    metric = task_of(domain).default_metric
+    return metric, "test_" + metric.removeprefix("val_")
+
+
+def test_metric(checkpoint: Path) -> float:
+    """A checkpoint's test metric on its own domain: accuracy on a synthetic test split, MRR on a
+    GraIL split's fixed test candidates."""
+    from analysis.evaluate import link_prediction_test, predict_test
     from nsm.checkpoint import load_checkpoint
 
-    probs, labels = predict_test(load_checkpoint(checkpoint))
+    loaded = load_checkpoint(checkpoint)
+    domain = loaded["config"]["domain"]
+    if is_link_prediction(domain):
+        return float(link_prediction_test(loaded)["test_metrics"][selection_metric(domain)[1]])
+    probs, labels = predict_test(loaded)
     return float((probs.argmax(axis=1) == labels).mean())
 
 
@@ -289,7 +309,7 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
                         "--max-epochs", str(args.max_epochs), "--epoch-budget", str(budget), "--seed", str(seed),
                         "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", str(args.max_concurrent),
                         "--wandb", "disabled", *method.flags()],
-                       callbacks=[EpochRecorder(timeline, "val_acc")])
+                       callbacks=[EpochRecorder(timeline, selection_metric(domain)[0])])
     wall_s = time.perf_counter() - began
     if code != 0:
         raise RuntimeError(f"search {name} exited {code}")
@@ -301,7 +321,7 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
     if row["chosen_trial"] is not None:
         checkpoint, row["test_epoch"] = chosen_checkpoint(workdir / "eff" / name / f"trial_{row['chosen_trial']}",
                                                           row["chosen_epoch"], row.pop("chosen_values"))
-        row["test"] = test_accuracy(checkpoint)
+        row["test"] = test_metric(checkpoint)
     return row
 
 
@@ -340,7 +360,8 @@ def efficiency(args: argparse.Namespace, workdir: Path) -> None:
                     row = run_one(args, METHODS[name], domain, seed, workdir)
                     with open(results, "a") as file:
                         file.write(json.dumps(row) + "\n")
-                    print(f"[worth] seed {seed} {domain} {name}: best val_acc {row['best_val']:.4f}, test_acc "
+                    val_name, test_name = selection_metric(domain)
+                    print(f"[worth] seed {seed} {domain} {name}: best {val_name} {row['best_val']:.4f}, {test_name} "
                           f"{row['test']:.4f}, {row['epochs_counted']}/{row['budget']} epochs, {row['trials']} trials, "
                           f"{row['wall_s']:.0f} s", flush=True)
     finally:
@@ -359,10 +380,11 @@ def _mean_std(values: list[float]) -> str:
 def format_table(rows: list[dict[str, Any]], methods: list[str], domains: list[str]) -> str:
     """Markdown table: per domain and method, mean ± std over the seeds that every method finished."""
     methods = [RANDOM, *(m for m in methods if m != RANDOM)]
-    lines = ["| domain | method | seeds | epochs used / budget | best val_acc | test_acc (chosen on val) | "
+    lines = ["| domain (val / test metric) | method | seeds | epochs used / budget | best val | test (chosen on val) | "
              "Δ best val vs random | epochs to match random's best | matched within 40% |",
              "|---|---|---|---|---|---|---|---|---|"]
     for domain in domains:
+        label = "{} ({} / {})".format(domain, *selection_metric(domain))
         by = {(r["seed"], r["method"]): r for r in rows if r["domain"] == domain}
         seeds = sorted({seed for seed, _ in by if all((seed, m) in by for m in methods)})
         if not seeds:
@@ -378,12 +400,12 @@ def format_table(rows: list[dict[str, Any]], methods: list[str], domains: list[s
                           else f"never (0/{len(seeds)})")
             gaps = [r["best_val"] - base["best_val"] for r, base in zip(picked, randoms)]
             lines.append(
-                f"| {domain} | {method} | {len(seeds)} | {statistics.fmean(r['epochs_counted'] for r in picked):.0f} / {budget} | "
+                f"| {label} | {method} | {len(seeds)} | {statistics.fmean(r['epochs_counted'] for r in picked):.0f} / {budget} | "
                 f"{_mean_std([r['best_val'] for r in picked])} | {_mean_std([r['test'] for r in picked])} | "
                 f"{'-' if method == RANDOM else f'{100 * statistics.fmean(gaps):+.1f} pts'} | {match_text} | {within}/{len(seeds)} |")
         best_random = max(by[(seed, RANDOM)]["best_val"] for seed in seeds)
         verdict = "below the ceiling" if best_random < 1.0 else "AT the ceiling in some seed"
-        lines.append(f"| {domain} | (ceiling check) | | | random's highest best {best_random:.3f}: {verdict} |  |  |  |  |")
+        lines.append(f"| {label} | (ceiling check) | | | random's highest best {best_random:.3f}: {verdict} |  |  |  |  |")
     return "\n".join(lines)
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 
 from search.stopping import EPOCH_BUDGET_SPENT, EpochBudget, stop_reason
 from search.study import make_sampler
+
+from tests.nsm.grail_tiny import install_tiny_as
 
 from .conftest import REPO
 
@@ -107,3 +110,22 @@ def test_each_method_stays_within_the_budget_and_random_uses_all_of_it(bench, tm
     for row in rows.values():
         assert row["budget"] == budget and row["best_val"] is not None and 0.0 <= row["test"] <= 1.0
         assert row["test_epoch"] is not None and len(row["curve"]) == row["epochs_counted"]
+
+
+def test_a_grail_split_is_chosen_on_val_mrr_and_judged_on_test_mrr(bench, tmp_path, ray_session, monkeypatch):
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    args = bench.parse_args(["--domains", "wn18rr_v1", "--random-trials", "2", "--max-epochs", "2", "--hidden-dim", "16",
+                             "--methods", "random", "--data-root", str(tmp_path / "data"),
+                             "--results", str(tmp_path / "rows.jsonl")])
+    assert args.domains == ["WN18RR_v1"]
+    assert bench.selection_metric("WN18RR_v1") == ("val_mrr", "test_mrr")
+    row = bench.run_one(args, bench.METHODS["random"], "WN18RR_v1", 0, tmp_path)
+    assert row["epochs_counted"] == 4 and row["trials"] == 2
+    trial_dir = next((tmp_path / "eff").glob(f"*/trial_{row['chosen_trial']}"))
+    results = json.loads((trial_dir / "final_results.json").read_text())
+    history = json.loads((trial_dir / "training_history.json").read_text())
+    # The comparison ranks on the split's own metric, and tests the chosen weights on its candidates:
+    # the trainer kept the same epoch (ties keep the first) and tested it the same way.
+    assert row["best_val"] == pytest.approx(max(epoch["val_mrr"] for epoch in history))
+    assert row["test_epoch"] == results["best_epoch"]
+    assert row["test"] == pytest.approx(results["test_metrics"]["test_mrr"], abs=1e-6)
