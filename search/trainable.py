@@ -38,6 +38,12 @@ _cuda: Any = torch.cuda  # tests stand a fake CUDA in for it
 
 Reporter = Callable[[dict[str, Any], "tune.Checkpoint | None"], None]
 
+HOLD_ENV = "NSM_SEARCH_TEST_HOLD"
+"""``<epoch>:<folder>``, set only by the interruption tests. After reporting that epoch, the first trial
+to get there runs on (so one trial can finish); every later one writes ``<folder>/held-<pid>`` (holding
+its working directory's name) and waits until ``<folder>/release`` exists. A test can then interrupt
+the driver while a trial is known to be running with that epoch logged, whatever the machine's speed."""
+
 
 def train_nsm(config: dict[str, Any]) -> None:
     """Ray Tune function trainable around :func:`nsm.train.train` (use inside ``Tuner``)."""
@@ -100,6 +106,7 @@ def run_trial(
         with tempfile.TemporaryDirectory(prefix="nsm-checkpoint-") as directory:
             end.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
             report(metrics, tune.Checkpoint.from_directory(directory))
+        _hold_for_tests(last_epoch, out_dir)
 
     try:
         results = nsm_train.train(train_config, out_dir=out_dir, on_epoch=on_epoch, resume=resume, overwrite=True)
@@ -125,6 +132,24 @@ def run_trial(
         info["ended_at"] = time.time()
         _write_info(out_dir, info)
     return results
+
+
+def _hold_for_tests(epoch: int, out_dir: Path) -> None:
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return
+    at, _, folder_text = spec.partition(":")
+    if epoch != int(at):
+        return
+    folder = Path(folder_text)
+    try:
+        (folder / "passed").open("x").close()
+        return  # the first trial here: it runs on
+    except FileExistsError:
+        pass
+    (folder / f"held-{os.getpid()}").write_text(out_dir.name)
+    while not (folder / "release").exists():
+        time.sleep(0.05)
 
 
 # Ray's trial workers log every persisted checkpoint at INFO ("Checkpoint successfully created at:

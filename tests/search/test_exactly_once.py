@@ -25,7 +25,7 @@ from search.wandb_offline import offline_runs, run_steps
 from search import driver_lock, stopping
 from search.run import main
 from search.study import load_study
-from search.trainable import TRIAL_INFO_FILE
+from search.trainable import HOLD_ENV, TRIAL_INFO_FILE
 
 from .conftest import cli, cli_env, finished_trials, kill_group, recorded_epochs, wait_until
 
@@ -128,21 +128,27 @@ def test_sigterm_then_resume_records_every_epoch_once_and_reruns_nothing(tmp_pat
     """
     storage, name = tmp_path / "results", f"sigterm-{stop_at_epoch}"
     experiment_dir = storage / name
+    # The first trial to log stop_at_epoch runs to its end; later ones wait there until released, so a
+    # running trial with that epoch logged is there to interrupt, however fast the trials are.
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**cli_env(), HOLD_ENV: f"{stop_at_epoch}:{hold}"}
     driver = subprocess.Popen(cli(*_search_args(storage, name, tiny_space, "--wandb", "offline")), cwd=tmp_path,
-                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: finished_trials(experiment_dir), driver, "a trial finished")
+        held = wait_until(lambda: [path.read_text() for path in hold.glob("held-*")], driver, "a trial held")
 
-        def a_running_trial_just_logged() -> dict[str, list[int]] | None:
-            epochs = recorded_epochs(experiment_dir)
-            done = finished_trials(experiment_dir)
-            running = {t: e for t, e in epochs.items() if t not in done and e and e[-1] >= stop_at_epoch}
-            return epochs if running else None
+        def the_held_trial_logged() -> bool:  # its working directory is named after its trial id
+            return any(epochs[-1:] == [stop_at_epoch] and any(directory.endswith(trial_id) for directory in held)
+                       for trial_id, epochs in recorded_epochs(experiment_dir).items())
 
-        wait_until(a_running_trial_just_logged, driver, f"a running trial logged epoch {stop_at_epoch}")
+        wait_until(the_held_trial_logged, driver, f"a running trial logged epoch {stop_at_epoch}")
         driver.send_signal(signal.SIGTERM)
+        (hold / "release").touch()
         assert driver.wait(timeout=120) == 130
     finally:
+        (hold / "release").touch()
         kill_group(driver.pid)
     logged_at_stop = recorded_epochs(experiment_dir)
     finished_at_stop = finished_trials(experiment_dir)
