@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from analysis.audit import audit_experiment
 from search.run import main
 from search.study import load_study
+from search.trainable import HOLD_ENV
 
 from .conftest import REPO, cli, cli_env, kill_group, snapshot_statuses, wait_for_finished_trials, wait_until
 
@@ -86,7 +87,11 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
             "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "2", "--wandb", "disabled",
             "--storage-path", str(storage), "--name", name)
     experiment_dir = storage / name
-    driver = subprocess.Popen(cli(*args), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+    # The first trial runs to its end; the others wait after epoch 1 (never released), so the search is
+    # still running when the snapshot has caught up, however fast the trials are.
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    driver = subprocess.Popen(cli(*args), cwd=REPO, env={**cli_env(), HOLD_ENV: f"1:{hold}"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         finished_before_kill = wait_for_finished_trials(experiment_dir, driver)
@@ -97,6 +102,7 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
         driver.wait(timeout=30)
     finally:
         kill_group(driver.pid)
+        (hold / "release").touch()  # a held trial process outside the group ends too
     snapshot = {trial_id: _trial_files(experiment_dir, trial_id) for trial_id in finished_before_kill}
     # Resumed from somewhere else: Ray pickled the old paths (the searcher's journal among them).
     moved_storage = tmp_path / "moved"

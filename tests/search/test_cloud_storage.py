@@ -17,6 +17,7 @@ from search import driver_lock, storage
 from search.errors import SearchError
 from search.run import main
 from search.study import STUDY_FILE, load_study
+from search.trainable import HOLD_ENV
 from .conftest import cli, cli_env, kill_group, wait_for_finished_trials
 
 BUCKET = "nsm-test"
@@ -106,17 +107,23 @@ def test_search_on_s3_preempted_then_resumed_on_a_fresh_machine(tmp_path, tiny_s
             "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--max-concurrent", "2", "--wandb", "offline",
             "--storage-path", storage_uri, "--name", name)
     log = tmp_path.parent / f"{tmp_path.name}-driver.log"  # outside tmp_path, which must stay empty
+    # The first trial runs to its end; the others wait after epoch 1 until released, so the search is
+    # still running when the signal comes, however fast the trials are. Outside tmp_path, like the log.
+    hold = tmp_path.parent / f"{tmp_path.name}-hold"
+    hold.mkdir()
     with log.open("w") as output:
-        driver = subprocess.Popen(cli(*args), cwd=tmp_path, env=cli_env(), stdout=output,
+        driver = subprocess.Popen(cli(*args), cwd=tmp_path, env={**cli_env(), HOLD_ENV: f"1:{hold}"}, stdout=output,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_finished_trials(mirror, driver)
         holder = driver_lock.running_driver(location)  # the running driver holds the lock on the bucket
         assert holder is not None and holder.pid == driver.pid
         driver.send_signal(signal.SIGTERM)
+        (hold / "release").touch()
         # Stopped as by Ctrl-C, with the resume command printed.
         assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
+        (hold / "release").touch()
         kill_group(driver.pid)
     assert storage.is_file(location, "search.json")
     finished_before_resume = _finished_trials(_download_study(location, name, tmp_path.parent / f"{tmp_path.name}-killed"))
