@@ -133,14 +133,12 @@ def check_connected_cluster(address: str | None) -> None:
 
     if address is None or address == "auto":
         return
-    if address.startswith("ray://"):
-        if ray.util.client.ray.is_connected():
-            return  # a Ray Client session; its server-side address is not visible to compare
-        connected = ray.get_runtime_context().gcs_address
-    else:
-        connected = ray.get_runtime_context().gcs_address
-        if _same_host_port(connected, address):
-            return
+    client = address.startswith("ray://")
+    if client and ray.util.client.ray.is_connected():
+        return  # a Ray Client session; its server-side address is not visible to compare
+    connected = ray.get_runtime_context().gcs_address
+    if not client and _same_host_port(connected, address):
+        return
     raise SearchError(f"this process is already connected to the Ray cluster at {connected}, not to "
                       f"--address {address}; call ray.shutdown() first or run the search in a new process")
 

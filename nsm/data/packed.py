@@ -204,7 +204,7 @@ class PackedGraphs:
     def batch(self, index: Tensor | Sequence[int]) -> PackedBatch:
         """The graphs ``index`` (in that order) as one batch, equal to PyG's ``Batch.from_data_list``."""
         idx = self._index(index)
-        return self._batch(idx, int(self.num_nodes[idx].sum()), int(self.num_edges[idx].sum()))
+        return self._batch(idx, *self._totals(idx))
 
     def batches(self, batch_size: int, order: Tensor | Sequence[int] | None = None) -> Iterator[PackedBatch]:
         """All graphs in mini-batches of ``batch_size``, in ``order`` (a permutation; default: stored order).
@@ -224,6 +224,10 @@ class PackedGraphs:
             chunk = host_order[start : start + batch_size]
             yield self._batch(device_order[start : start + batch_size],
                               sum(node_counts[i] for i in chunk), sum(edge_counts[i] for i in chunk))
+
+    def _totals(self, idx: Tensor) -> tuple[int, int]:
+        """Nodes and edges of the graphs ``idx`` in all (read from the device)."""
+        return int(self.num_nodes[idx].sum()), int(self.num_edges[idx].sum())
 
     def _host_counts(self) -> tuple[list[int], list[int]]:
         if self._counts is None:
@@ -251,8 +255,9 @@ class PackedGraphs:
     def subset(self, index: Tensor | Sequence[int]) -> PackedGraphs:
         """A new store holding the graphs ``index`` (in that order), stored dtypes and local indices unchanged."""
         idx = self._index(index)
-        node_src, node_ptr, _ = self._gather_ids(self.node_ptr, self.num_nodes, idx, int(self.num_nodes[idx].sum()))
-        edge_src, edge_ptr, _ = self._gather_ids(self.edge_ptr, self.num_edges, idx, int(self.num_edges[idx].sum()))
+        total_nodes, total_edges = self._totals(idx)
+        node_src, node_ptr, _ = self._gather_ids(self.node_ptr, self.num_nodes, idx, total_nodes)
+        edge_src, edge_ptr, _ = self._gather_ids(self.edge_ptr, self.num_edges, idx, total_edges)
         return PackedGraphs(
             x=self.x[node_src],
             edge_index=self.edge_index[:, edge_src],
