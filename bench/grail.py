@@ -9,9 +9,12 @@ best config; say its search budget with ``--config-label``); GraIL's published A
 and NBFNet's Hits@10. The weights tested are those of the best validation MRR (never the test
 lists). Also: subgraph extraction time (a fresh data folder) and training graphs/s and s/epoch
 (median over epochs). Torch runs on one thread (``--threads``), as a search trial does; on a
-shared machine the times vary with its load, which is printed.
+shared machine the times vary with its load, which is printed. With ``--results FILE`` each run is
+appended to a JSON-lines file as it ends and runs already there are reused, so a long multi-seed bench
+that was stopped goes on where it was.
 
-    NSM_GRAIL_DIR=../shared/data/grail python bench/grail.py --splits WN18RR_v1 --epochs 30 --seeds 5
+    NSM_GRAIL_DIR=../shared/data/grail python bench/grail.py --splits WN18RR_v1 --epochs 30 --seeds 5 \
+        --results bench/results/grail.jsonl
     NSM_GRAIL_DIR=../shared/data/grail python bench/grail.py --splits grail --ppr-only
     python bench/grail.py --from-results /work/runs/lp/wn1_base      # a finished run's table row
 """
@@ -81,14 +84,51 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             if args.config:
                 found = load_config_file(args.config).to_dict()
                 configs.append((f"NSM {args.config_label}", {k: v for k, v in found.items() if k not in ("domain", "data_root", "device")}))
+            done = _read_runs(args.results)
             for label, values in configs:
                 runs = []
                 for seed in range(args.seeds):
-                    config = TrainConfig.from_dict({**values, "domain": split, "epochs": args.epochs, "seed": seed,
-                                                    "save_every": 0, "device": "cpu", "data_root": root}, source=label)
-                    runs.append(train(config))
+                    key = _run_key(split, label, values, seed, args.epochs)
+                    if key not in done:
+                        done[key] = _train_once(split, label, values, seed, args, root)
+                        if args.results is not None:
+                            with open(args.results, "a") as file:
+                                file.write(json.dumps(done[key]) + "\n")
+                    runs.append(done[key])
                 rows.append({"split": split, "method": label, **_aggregate(runs)})
     return rows + _published_rows(split)
+
+
+def _train_once(split: str, label: str, values: dict[str, Any], seed: int, args: argparse.Namespace,
+                root: str) -> dict[str, Any]:
+    """One NSM run: its test metrics (weights of the best val_mrr) and its speed, as a results line."""
+    config = TrainConfig.from_dict({**values, "domain": split, "epochs": args.epochs, "seed": seed,
+                                    "save_every": 0, "device": "cpu", "data_root": root}, source=label)
+    epochs: list[dict[str, float]] = []
+    result = train(config, on_epoch=lambda end: epochs.append(end.metrics))
+    return {"split": split, "method": label, "config": values, "seed": seed, "epochs": args.epochs,
+            **result["test_metrics"], "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+            "wall_s": result["wall_time_s"], "s_per_epoch": statistics.median(e["epoch_time_s"] for e in epochs),
+            "graphs_per_s": statistics.median(e["graphs_per_s"] for e in epochs),
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _run_key(split: str, label: str, values: dict[str, Any], seed: int, epochs: int) -> str:
+    return json.dumps([split, label, values, seed, epochs], sort_keys=True)
+
+
+def _read_runs(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Runs already in ``--results``, so an interrupted multi-seed bench goes on where it stopped."""
+    if path is None or not path.is_file():
+        return {}
+    runs = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            run = json.loads(line)
+            runs[_run_key(run["split"], run["method"], run["config"], run["seed"], run["epochs"])] = run
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{path}:{number}: not a bench/grail.py results line") from None
+    return runs
 
 
 def _published_rows(split: str) -> list[dict[str, Any]]:
@@ -103,13 +143,14 @@ def _published_rows(split: str) -> list[dict[str, Any]]:
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name in _METRICS:
-        values = [run["test_metrics"][name] for run in runs]
+        values = [run[name] for run in runs]
         row[name] = statistics.fmean(values)
         row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     row["seeds"] = len(runs)
     row["epochs"] = runs[0]["epochs_run"]
     row["best_epoch"] = statistics.fmean(run["best_epoch"] for run in runs)
-    row["wall_s"] = statistics.fmean(run["wall_time_s"] for run in runs)
+    for name in ("wall_s", "s_per_epoch", "graphs_per_s"):
+        row[name] = statistics.median(run[name] for run in runs)
     return row
 
 
@@ -147,8 +188,9 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         if "extract_s" in row:
             notes.append(f"extraction {row['extract_s']:.1f} s")
         if "seeds" in row:
-            notes.append(f"{row['seeds']} seed(s) x {row['epochs']} epochs, best epoch {row['best_epoch']:.0f}, {row['wall_s']:.0f} s/run")
-        if "s_per_epoch" in row:
+            notes.append(f"{row['seeds']} seed(s) x {row['epochs']} epochs, best epoch {row['best_epoch']:.0f}, {row['wall_s']:.0f} s/run, "
+                         f"{row['s_per_epoch']:.1f} s/epoch, {row['graphs_per_s']:.0f} train graphs/s")
+        elif "s_per_epoch" in row:
             notes.append(f"{row['epochs']} epochs, best {row['best_epoch']}, {row['s_per_epoch']:.1f} s/epoch, "
                          f"{row['graphs_per_s']:.0f} train graphs/s")
         print(f"{row['split']:<11} {row['method']:<22} {' '.join(cells)}  {'; '.join(notes)}")
@@ -164,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ppr-only", action="store_true", help="only the shortcut and the published rows")
     parser.add_argument("--data-root", default=None, help="data folder (default: a fresh one, so extraction is timed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a search trial uses 1 per CPU)")
+    parser.add_argument("--results", type=Path, default=None, metavar="FILE",
+                        help="append each NSM run to this JSON-lines file; runs already in it are not trained again")
     parser.add_argument("--from-results", nargs="+", default=None, metavar="RUN_DIR",
                         help="print the rows of finished nsm.train runs (their final_results.json) instead of training")
     return parser

@@ -1,0 +1,66 @@
+"""bench/grail.py on the tiny graph: the seeds' mean and spread, the results file it resumes from, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.nsm.grail_tiny import install_tiny_as
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_grail", REPO / "bench" / "grail.py")
+    module = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path  # the script drops its own directory from sys.path; leave the tests' alone
+    return module
+
+
+def test_seeds_are_aggregated_and_a_second_run_reuses_the_results_file(bench, tmp_path, monkeypatch, capsys):
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    results = tmp_path / "grail.jsonl"
+    argv = ["--splits", "wn18rr_v1", "--epochs", "1", "--seeds", "2", "--data-root", str(tmp_path / "data"),
+            "--results", str(results)]
+    assert bench.main(argv) == 0
+    first = capsys.readouterr().out
+    runs = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(run["split"], run["method"], run["seed"]) for run in runs] == [("WN18RR_v1", "NSM baseline", 0),
+                                                                             ("WN18RR_v1", "NSM baseline", 1)]
+    assert all(run["graphs_per_s"] > 0 and run["epochs_run"] == 1 for run in runs)
+    values = [run["test_mrr"] for run in runs]
+    mean, std = 100 * statistics.fmean(values), 100 * statistics.stdev(values)
+    baseline = next(line for line in first.splitlines() if line.startswith("WN18RR_v1   NSM baseline"))
+    assert f"{mean:.2f}" + (f" ± {std:.2f}" if std else "") in baseline and "2 seed(s) x 1 epochs" in baseline
+    assert any(line.startswith("WN18RR_v1   PPR shortcut") for line in first.splitlines())
+    published = next(line for line in first.splitlines() if line.startswith("WN18RR_v1   GraIL (published)"))
+    assert published.split()[-2:] == ["82.45", "-"] and "94.32" in published
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run already in the results file was trained again")
+
+    monkeypatch.setattr(bench, "train", no_training)
+    assert bench.main(argv) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1] == first.split("\n", 1)[1]  # all but the load line
+    assert len(results.read_text().splitlines()) == 2
+
+
+def test_a_foreign_results_file_is_a_one_line_error(bench, tmp_path, monkeypatch, capsys):
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    results = tmp_path / "other.jsonl"
+    results.write_text('{"trial": "a", "epoch": 1}\n')
+    argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results)]
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {results}:1: not a bench/grail.py results line"
+    assert results.read_text() == '{"trial": "a", "epoch": 1}\n'
