@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench_scripts import load_bench_script
 from tests.nsm.grail_tiny import install_tiny_as
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_grail", REPO / "bench" / "grail.py")
-    module = importlib.util.module_from_spec(spec)
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path  # the script drops its own directory from sys.path; leave the tests' alone
-    return module
+    return load_bench_script("grail")
 
 
 def test_seeds_are_aggregated_and_a_second_run_reuses_the_results_file(bench, tmp_path, monkeypatch, capsys):

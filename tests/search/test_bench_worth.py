@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,22 +11,13 @@ import torch
 from search.stopping import EPOCH_BUDGET_SPENT, EpochBudget, stop_reason
 from search.study import make_sampler
 
+from tests.bench_scripts import load_bench_script
 from tests.nsm.grail_tiny import install_tiny_as
-
-from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_search", REPO / "bench" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path  # the script drops its own directory from sys.path; leave the tests' alone
-    return module
+    return load_bench_script("search")
 
 
 def record(trial: str, epoch: int, value: float | None) -> dict:
