@@ -145,7 +145,8 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for name in _METRICS:
         values = [run[name] for run in runs]
         row[name] = statistics.fmean(values)
-        row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if len(values) > 1:  # printed even when 0: five seeds can tie on a discrete metric such as Hits@10
+            row[f"{name}_std"] = statistics.stdev(values)
     row["seeds"] = len(runs)
     row["epochs"] = runs[0]["epochs_run"]
     row["best_epoch"] = statistics.fmean(run["best_epoch"] for run in runs)
@@ -182,7 +183,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         for name in _METRICS:
             value = row.get(name)
             std = row.get(f"{name}_std")
-            text = "-" if value is None else f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+            text = "-" if value is None else f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
             cells.append(f"{text:>14}")
         notes = []
         if "extract_s" in row:
