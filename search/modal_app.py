@@ -82,7 +82,7 @@ TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu130"
 PINNED_REQUIREMENTS = (
     "torch-geometric==2.8.1",
     "ray[tune]==2.60.0",
-    "optuna==5.0.0",
+    "optuna==5.1.0",
     "wandb==0.31.0",
     "pandas==3.1.1",
     "numpy==2.4.6",

@@ -1,6 +1,6 @@
 """The private parts of Ray, Optuna and W&B that the project relies on still exist.
 
-Checked with ray 2.60.0, optuna 5.0.0 and wandb 0.31.0; ``pyproject.toml`` caps ray below 3 and
+Checked with ray 2.60.0, optuna 5.1.0 and wandb 0.31.0; ``pyproject.toml`` caps ray below 3 and
 optuna below 6. An upgrade that removes or renames one of these fails here, naming the attribute and
 the module that uses it, instead of failing inside a search.
 """
@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-CHECKED_WITH = {"ray": "2.60.0", "optuna": "5.0.0", "wandb": "0.31.0"}
+CHECKED_WITH = {"ray": "2.60.0", "optuna": "5.1.0", "wandb": "0.31.0"}
 
 
 def check_internals(owner: Any, attributes: Iterable[str], used_in: str) -> None:
