@@ -41,6 +41,7 @@ from nsm import ppr  # noqa: E402
 from nsm.config import BASELINE, TrainConfig, load_config_file  # noqa: E402
 from nsm.data import grail  # noqa: E402
 from nsm.errors import ConfigError  # noqa: E402
+from nsm.files import append_json_line, read_json_lines  # noqa: E402
 from nsm.train import GRAIL_DATA_SEED, train  # noqa: E402
 
 _METRICS = ("test_auc_pr", "test_hits_at_10", "test_mrr")
@@ -92,8 +93,7 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                     if key not in done:
                         done[key] = _train_once(split, label, values, seed, args, root)
                         if args.results is not None:
-                            with open(args.results, "a") as file:
-                                file.write(json.dumps(done[key]) + "\n")
+                            append_json_line(args.results, done[key])
                     runs.append(done[key])
                 rows.append({"split": split, "method": label, **_aggregate(runs)})
     return rows + _published_rows(split)
@@ -119,14 +119,11 @@ def _run_key(split: str, label: str, values: dict[str, Any], seed: int, epochs: 
 
 def _read_runs(path: Path | None) -> dict[str, dict[str, Any]]:
     """Runs already in ``--results``, so an interrupted multi-seed bench goes on where it stopped."""
-    if path is None or not path.is_file():
-        return {}
     runs = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, run in enumerate(read_json_lines(path) if path is not None else [], 1):
         try:
-            run = json.loads(line)
             runs[_run_key(run["split"], run["method"], run["config"], run["seed"], run["epochs"])] = run
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise ConfigError(f"{path}:{number}: not a bench/grail.py results line") from None
     return runs
 

@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
 from nsm.domains import DOMAINS, SYNTHETIC, canonical_domain, is_domain, is_link_prediction, task_of  # noqa: E402
+from nsm.files import append_json_line, read_json_lines  # noqa: E402
 from nsm.train import TrainConfig, train  # noqa: E402
 from search.run import main as search_main  # noqa: E402
 
@@ -325,19 +326,6 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
     return row
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line cut by a kill mid-write: that search runs again
-                continue
-    return rows
-
-
 def _same_setup(row: dict[str, Any], args: argparse.Namespace) -> bool:
     return (row.get("budget") == args.random_trials * args.max_epochs and row.get("max_epochs") == args.max_epochs
             and row.get("num_graphs") == args.num_graphs and row.get("hidden_dim") == args.hidden_dim)
@@ -346,9 +334,9 @@ def _same_setup(row: dict[str, Any], args: argparse.Namespace) -> bool:
 def efficiency(args: argparse.Namespace, workdir: Path) -> None:
     results = Path(args.results)
     if args.table_only:
-        print(format_table([r for r in read_rows(results) if _same_setup(r, args)], args.methods, args.domains))
+        print(format_table([r for r in read_json_lines(results) if _same_setup(r, args)], args.methods, args.domains))
         return
-    done = {(r["seed"], r["domain"], r["method"]) for r in read_rows(results) if _same_setup(r, args)}
+    done = {(r["seed"], r["domain"], r["method"]) for r in read_json_lines(results) if _same_setup(r, args)}
     # "local": a fresh Ray of our own, never a cluster another process left recorded in /tmp/ray.
     ray.init(address="local", num_cpus=args.max_concurrent, include_dashboard=False, logging_level="ERROR")
     try:
@@ -358,15 +346,14 @@ def efficiency(args: argparse.Namespace, workdir: Path) -> None:
                     if (seed, domain, name) in done:
                         continue
                     row = run_one(args, METHODS[name], domain, seed, workdir)
-                    with open(results, "a") as file:
-                        file.write(json.dumps(row) + "\n")
+                    append_json_line(results, row)
                     val_name, test_name = selection_metric(domain)
                     print(f"[worth] seed {seed} {domain} {name}: best {val_name} {row['best_val']:.4f}, {test_name} "
                           f"{row['test']:.4f}, {row['epochs_counted']}/{row['budget']} epochs, {row['trials']} trials, "
                           f"{row['wall_s']:.0f} s", flush=True)
     finally:
         ray.shutdown()
-    rows = [r for r in read_rows(results) if _same_setup(r, args)]
+    rows = [r for r in read_json_lines(results) if _same_setup(r, args)]
     print(format_table(rows, args.methods, args.domains))
 
 

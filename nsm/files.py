@@ -45,3 +45,25 @@ def write_json(path: str | Path, payload: Any, trailing_newline: bool = True) ->
     """``payload`` as indented JSON (NaN allowed, as Python's json writes it)."""
     text = json.dumps(payload, indent=2, allow_nan=True)
     return write_text(path, text + "\n" if trailing_newline else text)
+
+
+def append_json_line(path: str | Path, record: Any) -> None:
+    """Append ``record`` as one line of a JSON-lines file (a results log that grows as runs end)."""
+    with open(path, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def read_json_lines(path: str | Path) -> list[Any]:
+    """The records of a JSON-lines file (none if it does not exist); a line cut by a kill mid-write is
+    dropped, so whatever it recorded is done again."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
