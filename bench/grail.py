@@ -48,7 +48,10 @@ _METRICS = ("test_auc_pr", "test_hits_at_10", "test_mrr")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.no_baseline and args.config is None and not args.ppr_only:
+        parser.error("--no-baseline needs --config (otherwise no NSM row is left to train)")
     torch.set_num_threads(args.threads)
     try:
         if args.from_results:
@@ -81,7 +84,7 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         shortcut = ppr.evaluate(data.protocol, "test")
         rows.append({"split": split, "method": "PPR shortcut", **shortcut, "extract_s": data.stats.get("extraction_s", load_s)})
         if not args.ppr_only:
-            configs = [("NSM baseline", {**BASELINE})]
+            configs = [] if args.no_baseline else [("NSM baseline", {**BASELINE})]
             if args.config:
                 found = load_config_file(args.config).to_dict()
                 configs.append((f"NSM {args.config_label}", {k: v for k, v in found.items() if k not in ("domain", "data_root", "device")}))
@@ -202,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None, help="a config a search found (exported best config file)")
     parser.add_argument("--config-label", default="searched", help="how to name that row, e.g. 'ASHA+TPE 24x20'")
     parser.add_argument("--ppr-only", action="store_true", help="only the shortcut and the published rows")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="train only the --config row (e.g. when the baseline's runs took hours and are known)")
     parser.add_argument("--data-root", default=None, help="data folder (default: a fresh one, so extraction is timed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a search trial uses 1 per CPU)")
     parser.add_argument("--results", type=Path, default=None, metavar="FILE",

@@ -55,3 +55,26 @@ def test_a_foreign_results_file_is_a_one_line_error(bench, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert err == f"error: {results}:1: not a bench/grail.py results line"
     assert results.read_text() == '{"trial": "a", "epoch": 1}\n'
+
+
+def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatch, capsys):
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    found = tmp_path / "found.yaml"
+    found.write_text("lr: 0.002\ncycle_weight: 0.1\nbatch_size: 32\n")
+    results = tmp_path / "grail.jsonl"
+    argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results),
+            "--config", str(found), "--config-label", "ASHA+TPE 4x1", "--no-baseline"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    runs = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [run["method"] for run in runs] == ["NSM ASHA+TPE 4x1"]
+    assert runs[0]["config"]["lr"] == 0.002 and runs[0]["config"]["batch_size"] == 32
+    assert not any(line.startswith("WN18RR_v1   NSM baseline") for line in out.splitlines())
+    assert any(line.startswith("WN18RR_v1   NSM ASHA+TPE 4x1") for line in out.splitlines())
+
+
+def test_no_baseline_without_a_config_is_a_usage_error(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--splits", "WN18RR_v1", "--no-baseline"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--no-baseline needs --config (otherwise no NSM row is left to train)")
