@@ -188,12 +188,11 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         notes = []
         if "extract_s" in row:
             notes.append(f"extraction {row['extract_s']:.1f} s")
-        if "seeds" in row:
-            notes.append(f"{row['seeds']} seed(s) x {row['epochs']} epochs, best epoch {row['best_epoch']:.0f}, {row['wall_s']:.0f} s/run, "
+        if "s_per_epoch" in row:  # an NSM row: several seeds (bench runs) or one finished run (--from-results)
+            runs = f"{row['seeds']} seed(s) x " if "seeds" in row else ""
+            wall = f", {row['wall_s']:.0f} s/run" if "wall_s" in row else ""
+            notes.append(f"{runs}{row['epochs']} epochs, best epoch {row['best_epoch']:.0f}{wall}, "
                          f"{row['s_per_epoch']:.1f} s/epoch, {row['graphs_per_s']:.0f} train graphs/s")
-        elif "s_per_epoch" in row:
-            notes.append(f"{row['epochs']} epochs, best {row['best_epoch']}, {row['s_per_epoch']:.1f} s/epoch, "
-                         f"{row['graphs_per_s']:.0f} train graphs/s")
         print(f"{row['split']:<11} {row['method']:<22} {' '.join(cells)}  {'; '.join(notes)}")
 
 

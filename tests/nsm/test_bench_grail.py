@@ -78,3 +78,28 @@ def test_no_baseline_without_a_config_is_a_usage_error(bench, capsys):
         bench.main(["--splits", "WN18RR_v1", "--no-baseline"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--no-baseline needs --config (otherwise no NSM row is left to train)")
+
+
+def test_from_results_prints_a_finished_runs_row_under_its_shortcut(bench, tmp_path, monkeypatch, capsys):
+    from nsm.config import TrainConfig
+    from nsm.train import train
+
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    run_dir = tmp_path / "wn1_run"
+    config = TrainConfig.from_dict({"domain": "WN18RR_v1", "epochs": 2, "save_every": 0, "device": "cpu",
+                                    "data_root": str(tmp_path / "data")})
+    results = train(config, out_dir=run_dir)
+    assert bench.main(["--from-results", str(run_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("WN18RR_v1   NSM (wn1_run)"))
+    assert lines[row - 1].startswith("WN18RR_v1   PPR shortcut")
+    assert f"{100 * results['test_metrics']['test_mrr']:.2f}" in lines[row]
+    assert f"2 epochs, best epoch {results['best_epoch']}, " in lines[row] and "train graphs/s" in lines[row]
+    assert "seed(s)" not in lines[row] and "s/run" not in lines[row]
+    assert lines[row + 1].startswith("WN18RR_v1   GraIL (published)")
+
+
+def test_from_results_of_a_folder_without_results_is_a_one_line_error(bench, tmp_path, capsys):
+    assert bench.main(["--from-results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'final_results.json'}: not found "
+                                               "(a finished nsm.train run directory is expected)")
