@@ -70,7 +70,8 @@ TRIAL_MEMORY_MIB = 4 * 1024  # a trial process with torch and a CUDA context, pl
 HEADROOM_CPUS = 2.0  # the driver (Tune loop, Optuna), Ray's GCS and raylet
 HEADROOM_MEMORY_MIB = 8 * 1024  # the same, plus Ray's object store
 
-# The image: the versions this project is tested with (pyproject.toml only bounds them), on the Python
+# The image: the versions this project is tested with (pyproject.toml's dependencies bound them; its dev
+# extra, which the tests are installed with, pins these same versions), on the Python
 # that pickles the experiment (tuner.pkl, Ray's snapshots, the Optuna journal) read back locally.
 PYTHON_VERSION = "3.11"
 TORCH_VERSION = "2.13.0"

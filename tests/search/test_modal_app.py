@@ -99,6 +99,10 @@ def test_image_pins_the_tested_versions_and_ships_this_checkout(monkeypatch: pyt
             continue
         assert dependency.name in pins, f"{dependency.name} is not pinned in the image"
         assert dependency.specifier.contains(next(iter(pins[dependency.name].specifier)).version)
+    # ...and the dev extra (the README's install command) installs exactly these, so the suite tests them...
+    dev = {Requirement(r).name: r for r in pyproject["project"]["optional-dependencies"]["dev"]}
+    for requirement in packages:
+        assert dev.get(Requirement(requirement).name) == requirement, f"{requirement}: the dev extra says {dev.get(Requirement(requirement).name)}"
     # ...at the versions this test suite runs with, on its Python.
     from importlib import metadata
 
