@@ -42,6 +42,7 @@ from nsm.config import BASELINE, TrainConfig, load_config_file  # noqa: E402
 from nsm.data import grail  # noqa: E402
 from nsm.errors import ConfigError  # noqa: E402
 from nsm.files import append_json_line, read_json_lines  # noqa: E402
+from nsm.model import LINK_HEAD_REVISION  # noqa: E402
 from nsm.train import GRAIL_DATA_SEED, train  # noqa: E402
 
 _METRICS = ("test_auc_pr", "test_hits_at_10", "test_mrr")
@@ -92,7 +93,7 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             for label, values in configs:
                 runs = []
                 for seed in range(args.seeds):
-                    key = _run_key(split, label, values, seed, args.epochs)
+                    key = _run_key(split, label, values, seed, args.epochs, LINK_HEAD_REVISION)
                     if key not in done:
                         done[key] = _train_once(split, label, values, seed, args, root)
                         if args.results is not None:
@@ -110,14 +111,15 @@ def _train_once(split: str, label: str, values: dict[str, Any], seed: int, args:
     epochs: list[dict[str, float]] = []
     result = train(config, on_epoch=lambda end: epochs.append(end.metrics))
     return {"split": split, "method": label, "config": values, "seed": seed, "epochs": args.epochs,
+            "head_revision": LINK_HEAD_REVISION,
             **result["test_metrics"], "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
             "wall_s": result["wall_time_s"], "s_per_epoch": statistics.median(e["epoch_time_s"] for e in epochs),
             "graphs_per_s": statistics.median(e["graphs_per_s"] for e in epochs),
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
-def _run_key(split: str, label: str, values: dict[str, Any], seed: int, epochs: int) -> str:
-    return json.dumps([split, label, values, seed, epochs], sort_keys=True)
+def _run_key(split: str, label: str, values: dict[str, Any], seed: int, epochs: int, head_revision: int) -> str:
+    return json.dumps([split, label, values, seed, epochs, head_revision], sort_keys=True)
 
 
 def _read_runs(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -125,7 +127,9 @@ def _read_runs(path: Path | None) -> dict[str, dict[str, Any]]:
     runs = {}
     for number, run in enumerate(read_json_lines(path) if path is not None else [], 1):
         try:
-            runs[_run_key(run["split"], run["method"], run["config"], run["seed"], run["epochs"])] = run
+            # Lines written before heads had revisions were measured with revision 1.
+            runs[_run_key(run["split"], run["method"], run["config"], run["seed"], run["epochs"],
+                          run.get("head_revision", 1))] = run
         except (KeyError, TypeError):
             raise ConfigError(f"{path}:{number}: not a bench/grail.py results line") from None
     return runs

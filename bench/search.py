@@ -46,6 +46,7 @@ from ray import tune  # noqa: E402
 
 from nsm.domains import DOMAINS, SYNTHETIC, canonical_domain, is_domain, is_link_prediction, task_of  # noqa: E402
 from nsm.files import append_json_line, read_json_lines  # noqa: E402
+from nsm.model import LINK_HEAD_REVISION  # noqa: E402
 from nsm.train import TrainConfig, train  # noqa: E402
 from search.run import main as search_main  # noqa: E402
 
@@ -317,7 +318,7 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
     records = [json.loads(line) for line in timeline.read_text().splitlines()] if timeline.exists() else []
     row = {"seed": seed, "domain": domain, "method": method.name, "budget": budget, "num_samples": num_samples,
            "max_epochs": args.max_epochs, "num_graphs": args.num_graphs, "hidden_dim": args.hidden_dim,
-           "wall_s": round(wall_s, 1), **analyse(records, budget)}
+           "head_revision": _head_revision(domain), "wall_s": round(wall_s, 1), **analyse(records, budget)}
     row["test"] = row["test_epoch"] = None
     if row["chosen_trial"] is not None:
         checkpoint, row["test_epoch"] = chosen_checkpoint(workdir / "eff" / name / f"trial_{row['chosen_trial']}",
@@ -327,8 +328,16 @@ def run_one(args: argparse.Namespace, method: Method, domain: str, seed: int, wo
 
 
 def _same_setup(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    # Rows written before link-prediction heads had revisions were measured with revision 1.
+    earlier = 1 if is_link_prediction(str(row.get("domain"))) else None
     return (row.get("budget") == args.random_trials * args.max_epochs and row.get("max_epochs") == args.max_epochs
-            and row.get("num_graphs") == args.num_graphs and row.get("hidden_dim") == args.hidden_dim)
+            and row.get("num_graphs") == args.num_graphs and row.get("hidden_dim") == args.hidden_dim
+            and row.get("head_revision", earlier) == _head_revision(str(row.get("domain"))))
+
+
+def _head_revision(domain: str) -> int | None:
+    """The link-prediction head a row of ``domain`` is measured with (None on a synthetic domain)."""
+    return LINK_HEAD_REVISION if is_link_prediction(domain) else None
 
 
 def efficiency(args: argparse.Namespace, workdir: Path) -> None:

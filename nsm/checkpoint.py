@@ -66,6 +66,7 @@ def model_args(config: TrainConfig, num_node_features: int, num_relations: int, 
     }
     if link_prediction:
         arguments["num_query_relations"] = num_relations
+        arguments["num_root_features"] = 2 * num_relations  # per root: each relation out, then in
     return arguments
 
 

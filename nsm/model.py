@@ -23,6 +23,12 @@ from torch_geometric.nn.pool.select import SelectTopK
 from torch_geometric.utils import scatter
 
 
+LINK_HEAD_REVISION = 2
+"""Revision of the link-prediction scoring head, bumped when it changes what a trained model computes
+(1: readout, roots' states and query relation; 2: plus the roots' relational context). Benchmark
+records carry it, so a rerun never reuses a number measured with an earlier head."""
+
+
 BLOCK = 64
 """Edge slots per block of :class:`RelationalEdges`: big enough for dense products, small enough that
 padding (up to one block per relation) stays a fraction of a batch's edges."""
@@ -330,7 +336,12 @@ class NSM(nn.Module):
     plus the level-1 states of the two root nodes (``head_index``, ``tail_index``) and a learned
     embedding of the query relation ``relation``, as GraIL scores from the pooled graph, the head and
     tail embeddings and the relation. The triple's score is ``logits[:, 1] - logits[:, 0]``. The
-    hierarchy and the cycle loss are unchanged.
+    hierarchy and the cycle loss are unchanged. With ``num_root_features > 0`` the classifier also
+    reads each root's relational context (``root_relations``: per root, counts of the facts of each
+    relation that leave and enter it, as SNRI adds to GraIL), encoded as
+    :math:`c_v = W_c \log(1 + n_v)` with one :math:`W_c` for both roots:
+    :math:`[\ldots \,\|\, c_h \,\|\, c_t]`. It tells the kind of entity each root is where the enclosing
+    subgraph says nothing (no path between the roots within the hop limit).
 
     ``forward`` takes the batch's graph count as ``num_graphs`` (``batch.num_graphs`` of a PyG
     ``Batch``); without it the count is read from the device as ``batch.max() + 1``, which also
@@ -347,10 +358,12 @@ class NSM(nn.Module):
         dropout: float = 0.1,
         num_classes: int = 2,
         num_query_relations: int = 0,
+        num_root_features: int = 0,
     ):
         super().__init__()
         self.num_relations = num_relations
         self.num_query_relations = num_query_relations
+        self.num_root_features = num_root_features
         self.dropout = dropout
         typed = 2 * num_relations  # forward and inverse direction of each relation
 
@@ -366,6 +379,9 @@ class NSM(nn.Module):
         if num_query_relations > 0:
             self.relation_embed = nn.Embedding(num_query_relations, hidden_dim)
             readout += 3 * hidden_dim  # head state, tail state, query relation
+        if num_root_features > 0:
+            self.root_encoder = nn.Linear(num_root_features, hidden_dim)
+            readout += 2 * hidden_dim  # head context, tail context
         self.classifier = nn.Sequential(
             nn.Linear(readout, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
         )
@@ -390,6 +406,7 @@ class NSM(nn.Module):
         head_index: Tensor | None = None,
         tail_index: Tensor | None = None,
         relation: Tensor | None = None,
+        root_relations: Tensor | None = None,
     ) -> NSMOutput:
         if num_graphs is None:
             num_graphs = int(batch.max()) + 1 if batch.numel() else 0
@@ -432,11 +449,14 @@ class NSM(nn.Module):
         if self.num_query_relations > 0:
             if head_index is None or tail_index is None or relation is None:
                 raise ValueError("a link-prediction NSM needs head_index, tail_index and relation for every graph")
-            readout = torch.cat(
-                [readout, level1.x.index_select(0, head_index), level1.x.index_select(0, tail_index),
-                 self.relation_embed(relation)],
-                dim=1,
-            )
+            parts = [readout, level1.x.index_select(0, head_index), level1.x.index_select(0, tail_index),
+                     self.relation_embed(relation)]
+            if self.num_root_features > 0:
+                if root_relations is None:
+                    raise ValueError("this NSM reads root_relations for every graph")
+                context = self.root_encoder(torch.log1p(root_relations.float()).view(num_graphs * 2, -1))
+                parts.append(context.view(num_graphs, -1))
+            readout = torch.cat(parts, dim=1)
         logits = self.classifier(readout)
 
         # WHAT: concretise downwards, then decode the input features.

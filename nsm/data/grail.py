@@ -47,8 +47,10 @@ candidate) becomes its enclosing subgraph: GraIL's double-radius labelled ``hops
 subgraph with the target fact removed, at most ``max_nodes`` nodes, closest to both roots first
 (see ``nsm.data._subgraph`` for the exact rule and its one deviation from GraIL's code). Node
 features are the one-hot distance labels only (``node_feature_names(hops)``); edge types are relation ids.
-Per graph the store keeps ``head_index`` and ``tail_index`` (local node indices of the roots) and
-``relation`` (the query relation id); ``y`` is 1 for a true triple, 0 for a corruption. The result
+Per graph the store keeps ``head_index`` and ``tail_index`` (local node indices of the roots),
+``relation`` (the query relation id) and ``root_relations`` (``root_relation_counts``: how many facts
+of each relation leave and enter each root, leaving out the training fact a target was made from);
+``y`` is 1 for a true triple, 0 for a corruption. The result
 is cached in ``<root>/grail/processed/`` (keyed by split, seed, hops, max_nodes, candidates,
 validation queries and a format version; atomic writes; ``torch.load(weights_only=True)``).
 
@@ -100,7 +102,7 @@ DEFAULT_MAX_NODES = 200
 DEFAULT_NUM_CANDIDATES = 50  # GraIL's ranking protocol
 DEFAULT_VAL_QUERIES = 100
 
-_FORMAT = 1  # bump when the processed payload or anything that decides its content changes
+_FORMAT = 3  # bump when the processed payload or anything that decides its content changes
 _DOWNLOAD_TIMEOUT_S = 60.0
 
 # sha256 of every file, "<folder>/<file>" -> hex digest (kkteru/grail at COMMIT).
@@ -726,6 +728,8 @@ def load_grail(
 def _extract_all(protocol: GrailProtocol, hops: int, max_nodes: int) -> dict[str, tuple[PackedGraphs, Tensor]]:
     n_train, n_test = len(protocol.train_entities), len(protocol.test_entities)
     train_labels = GrailProtocol.auc_labels(protocol.train_targets)
+    facts = torch.arange(protocol.train_graph.shape[0])
+    source = {"train": torch.cat([facts, facts])}  # train_targets: every fact, then its corruption
     jobs = {
         "train": (protocol.train_graph, n_train, protocol.train_targets, train_labels),
         "valid": (protocol.train_graph, n_train, protocol.valid_auc, GrailProtocol.auc_labels(protocol.valid_auc)),
@@ -735,7 +739,7 @@ def _extract_all(protocol: GrailProtocol, hops: int, max_nodes: int) -> dict[str
     }
     with one_thread():
         return {
-            part: _pack(graph, n, targets, labels, protocol.num_relations, hops, max_nodes)
+            part: _pack(graph, n, targets, labels, protocol.num_relations, hops, max_nodes, source.get(part))
             for part, (graph, n, targets, labels) in jobs.items()
         }
 
@@ -747,8 +751,12 @@ def _flat_ranking(ranking: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _pack(
-    graph: Tensor, num_entities: int, targets: Tensor, labels: Tensor, num_relations: int, hops: int, max_nodes: int
+    graph: Tensor, num_entities: int, targets: Tensor, labels: Tensor, num_relations: int, hops: int, max_nodes: int,
+    source_fact: Tensor | None = None,
 ) -> tuple[PackedGraphs, Tensor]:
+    """Every target's enclosing subgraph, packed. ``source_fact[i]`` is the fact of ``graph`` that
+    target ``i`` was made from (default: the target itself where the graph holds it): the roots'
+    relation counts leave it out."""
     fact_keys = torch.from_numpy(_keys(graph, num_entities, num_relations))
     key_of_fact = (graph[:, 0] * num_relations + graph[:, 1]) * num_entities + graph[:, 2]
     fact_by_key = torch.argsort(key_of_fact)
@@ -770,9 +778,42 @@ def _pack(
             "head_index": torch.zeros(count, dtype=torch.long),  # extraction puts the head first
             "tail_index": torch.ones(count, dtype=torch.long),
             "relation": targets[:, 1].clone(),
+            "root_relations": root_relation_counts(graph, num_entities, num_relations, targets,
+                                                   target_fact if source_fact is None else source_fact),
         },
     )
     return packed, sub.uncapped_nodes
+
+
+def root_relation_counts(
+    graph: Tensor, num_entities: int, num_relations: int, targets: Tensor, left_out: Tensor
+) -> Tensor:
+    """``[T, 4 * num_relations]`` uint8: for each target ``(h, r, t)``, how many facts of each relation
+    leave ``h``, enter ``h``, leave ``t`` and enter ``t`` (four blocks of ``num_relations``, counts
+    capped at 255), in the graph without the fact ``left_out[i]`` (a row of ``graph``, or -1 for none).
+
+    The roots' relational context (as SNRI, Xu et al. 2022, adds to GraIL): the relations a root
+    takes part in say what kind of entity it is without naming it, and they exist when the enclosing
+    subgraph is empty, where the distance labels alone make every candidate look alike. A training
+    target leaves out the fact it was made from (a positive its own fact, a corruption the fact it
+    corrupts), so each is counted as a test triple is, in a graph that lacks the true triple; counting
+    the fact for the corruption only would tell the two apart by the root they share.
+    """
+    out_counts = torch.zeros(num_entities * num_relations, dtype=torch.int32)
+    in_counts = torch.zeros_like(out_counts)
+    if graph.numel():
+        ones = torch.ones(graph.shape[0], dtype=torch.int32)
+        out_counts.index_add_(0, graph[:, 0] * num_relations + graph[:, 1], ones)
+        in_counts.index_add_(0, graph[:, 2] * num_relations + graph[:, 1], ones)
+    out_counts, in_counts = out_counts.view(num_entities, num_relations), in_counts.view(num_entities, num_relations)
+    head, tail = targets[:, 0], targets[:, 2]
+    counts = torch.cat([out_counts[head], in_counts[head], out_counts[tail], in_counts[tail]], dim=1)
+    rows = torch.nonzero(left_out >= 0).view(-1)
+    if rows.numel():  # the left-out fact (a, r, b) counted once out of a and once into b
+        a, r, b = graph[left_out[rows]].unbind(1)
+        for block, (end, root) in enumerate(((a, head), (b, head), (a, tail), (b, tail))):
+            counts[rows, block * num_relations + r] -= (end == root[rows]).int()
+    return counts.clamp_(0, 255).to(torch.uint8)
 
 
 def _payload(data: GrailData, meta: dict[str, Any]) -> dict[str, Any]:

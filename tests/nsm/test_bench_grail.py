@@ -73,6 +73,24 @@ def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatc
     assert any(line.startswith("WN18RR_v1   NSM ASHA+TPE 4x1") for line in out.splitlines())
 
 
+def test_a_run_of_an_earlier_scoring_head_is_trained_again(bench, tmp_path, monkeypatch, capsys):
+    """A results line measured with an earlier head (or before lines had revisions) is a record of that
+    head, never a number for the current one."""
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    results = tmp_path / "grail.jsonl"
+    argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results)]
+    assert bench.main(argv) == 0
+    (run,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert run["head_revision"] == bench.LINK_HEAD_REVISION
+    del run["head_revision"]
+    results.write_text(json.dumps({**run, "test_mrr": 0.5}) + "\n")
+    assert bench.main(argv) == 0
+    runs = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(runs) == 2 and runs[1]["head_revision"] == bench.LINK_HEAD_REVISION
+    baseline = next(line for line in capsys.readouterr().out.splitlines()[::-1] if line.startswith("WN18RR_v1   NSM baseline"))
+    assert f"{100 * runs[1]['test_mrr']:.2f}" in baseline and "50.00" not in baseline
+
+
 def test_no_baseline_without_a_config_is_a_usage_error(bench, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--splits", "WN18RR_v1", "--no-baseline"])

@@ -406,6 +406,63 @@ def test_batches_carry_roots_and_query_relation(tiny_data):
     assert b.x.dtype == torch.float32 and b.edge_attr.dtype == torch.float32 and b.edge_index.dtype == torch.long
 
 
+def _brute_force_context(facts, target, num_relations, left_out):
+    """The roots' relation counts by definition: every fact but ``left_out`` (a fact, or None)."""
+    h, _, t = target
+    counts = [0] * (4 * num_relations)
+    for a, rel, b in facts:
+        if (a, rel, b) == left_out:
+            continue
+        for block, (end, entity) in enumerate(((a, h), (b, h), (a, t), (b, t))):
+            counts[block * num_relations + rel] += end == entity
+    return counts
+
+
+@pytest.mark.parametrize("part, graph_key", [("train", "train_graph"), ("valid", "train_graph"),
+                                             ("test", "test_graph"), ("test_ranking", "test_graph")])
+def test_root_relations_count_every_fact_of_a_root_but_the_one_the_target_came_from(tiny_data, part, graph_key):
+    p = tiny_data.protocol
+    packed = getattr(tiny_data, part)
+    targets = {"train": p.train_targets, "valid": p.valid_auc, "test": p.test_auc,
+               "test_ranking": p.test_ranking.reshape(-1, 3)}[part]
+    facts = [tuple(f) for f in getattr(p, graph_key).tolist()]
+    context = packed.graph_attrs["root_relations"]
+    assert context.dtype == torch.uint8 and context.shape == (len(packed), 4 * p.num_relations)
+    half = len(packed) // 2
+    for i, target in enumerate(map(tuple, targets.tolist())):
+        # A training target (a fact, then its corruption) leaves out the fact it came from; the other
+        # parts' triples are not in their graph, so nothing is left out.
+        left_out = facts[i % half] if part == "train" else None
+        assert context[i].tolist() == _brute_force_context(facts, target, p.num_relations, left_out), i
+    if part == "train":
+        # A corruption keeps one root of its fact, and that root looks the same in both: the root it
+        # shares cannot tell the true triple from its corruption.
+        R = p.num_relations
+        for i in range(half):
+            same_head = bool(p.train_targets[i, 0] == p.train_targets[half + i, 0])
+            kept = slice(0, 2 * R) if same_head else slice(2 * R, 4 * R)
+            assert torch.equal(context[i, kept], context[half + i, kept]), i
+        h, r, t = facts[0]  # and a positive's own fact is not counted
+        full = _brute_force_context(facts, (h, r, t), R, None)
+        assert context[0, r] == full[r] - 1 and context[0, 3 * R + r] == full[3 * R + r] - 1
+
+
+def test_root_relations_of_a_self_loop_fact_leave_it_out_of_all_four_blocks():
+    facts = torch.tensor([[0, 1, 0], [0, 1, 2], [2, 0, 0], [1, 1, 0]])  # (0, r1, 0) is a self-loop fact
+    targets = torch.tensor([[0, 1, 0], [2, 1, 1]])
+    counts = grail.root_relation_counts(facts, 3, 2, targets, torch.tensor([0, -1]))
+    as_tuples = [tuple(f) for f in facts.tolist()]
+    for i, (target, left_out) in enumerate((((0, 1, 0), (0, 1, 0)), ((2, 1, 1), None))):
+        assert counts[i].tolist() == _brute_force_context(as_tuples, target, 2, left_out)
+    assert counts[0].tolist() == [0, 1, 1, 1] * 2  # out: (0,r1,2); in: (2,r0,0), (1,r1,0); the loop is gone
+
+
+def test_root_relations_saturate_at_255():
+    hub = torch.tensor([[0, 0, i] for i in range(1, 301)])
+    counts = grail.root_relation_counts(hub, 301, 1, torch.tensor([[0, 0, 1]]), torch.tensor([0]))
+    assert counts.tolist() == [[255, 0, 0, 0]]  # 299 out of the head once its own fact is left out
+
+
 def test_renaming_every_entity_leaves_each_subgraph_unchanged(tmp_path, monkeypatch):
     """Same files with new entity names and shuffled lines: each triple's subgraph is the same up to node order."""
     original, renamed = tmp_path / "a", tmp_path / "b"

@@ -14,13 +14,13 @@ import torch
 
 from nsm import ConfigError
 from nsm import train as nsm_train
-from nsm.checkpoint import model_args
+from nsm.checkpoint import load_model, model_args
 from nsm.config import TrainConfig
 from nsm.data import grail
 from nsm.metrics import TASKS, LINK_PREDICTION
 from nsm.model import NSM
 from nsm.train import link_scores, main, train
-from tests.nsm.grail_tiny import SPLIT, install_tiny_as, tiny_triples
+from tests.nsm.grail_tiny import install_tiny_as, tiny_triples
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(epochs=2, hidden_dim=16, num_bases=4, batch_size=32, save_every=1)
@@ -51,6 +51,33 @@ def test_train_writes_ranking_metrics_and_the_shortcut(tiny_split, tmp_path):
     best = torch.load(tmp_path / "run" / "best_model.pt", weights_only=True)
     assert best["best_metric"] == "val_mrr" and best["best_value"] == max(row["val_mrr"] for row in history)
     assert best["model_args"]["num_query_relations"] == 4
+    assert best["model_args"]["num_root_features"] == 8  # per root: 4 relations out, 4 in
+
+
+def test_scores_read_the_roots_relation_context(tiny_split):
+    """The roots' relation counts reach the score; a checkpoint of the earlier head (no root context)
+    still loads and scores the same data."""
+    data = nsm_train.load_link_data("WN18RR_v1", tiny_split)
+    batch = data.test_ranking.batch(range(16))
+    torch.manual_seed(0)
+    config = TrainConfig(domain="WN18RR_v1", hidden_dim=16, num_bases=4)
+    model = NSM(**model_args(config, data.num_node_features, data.num_relations, link_prediction=True)).eval()
+    with torch.no_grad():
+        scores = link_scores(nsm_train.forward(model, batch).logits)
+        batch.root_relations = torch.roll(batch.root_relations, 1, dims=0)
+        moved = link_scores(nsm_train.forward(model, batch).logits)
+        assert not torch.allclose(scores, moved)
+        del batch.root_relations
+        with pytest.raises(ValueError, match="root_relations"):
+            model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs,
+                  head_index=batch.head_index, tail_index=batch.tail_index, relation=batch.relation)
+    earlier = {k: v for k, v in model_args(config, data.num_node_features, data.num_relations, True).items()
+               if k != "num_root_features"}
+    checkpoint = {"config": config.to_dict(), "model_args": earlier, "model": NSM(**earlier).state_dict()}
+    old_model, _ = load_model(checkpoint)
+    assert old_model.num_root_features == 0
+    with torch.no_grad():
+        assert link_scores(nsm_train.forward(old_model, data.test_ranking.batch(range(16))).logits).shape == (16,)
 
 
 def test_resume_replays_the_uninterrupted_run(tiny_split, tmp_path):

@@ -118,3 +118,15 @@ def test_a_grail_split_is_chosen_on_val_mrr_and_judged_on_test_mrr(bench, tmp_pa
     assert row["best_val"] == pytest.approx(max(epoch["val_mrr"] for epoch in history))
     assert row["test_epoch"] == results["best_epoch"]
     assert row["test"] == pytest.approx(results["test_metrics"]["test_mrr"], abs=1e-6)
+    assert row["head_revision"] == bench.LINK_HEAD_REVISION
+
+
+def test_rows_of_an_earlier_scoring_head_are_not_this_setup(bench):
+    """A GraIL row measured with an earlier link-prediction head (or before rows had revisions) is not
+    reused or tabled as the current head's; synthetic rows have no head revision."""
+    args = bench.parse_args(["--domains", "WN18RR_v1", "planning", "--random-trials", "4", "--max-epochs", "10"])
+    setup = {"budget": 40, "max_epochs": 10, "num_graphs": args.num_graphs, "hidden_dim": args.hidden_dim}
+    assert bench._same_setup({**setup, "domain": "WN18RR_v1", "head_revision": bench.LINK_HEAD_REVISION}, args)
+    assert not bench._same_setup({**setup, "domain": "WN18RR_v1"}, args)
+    assert not bench._same_setup({**setup, "domain": "WN18RR_v1", "head_revision": bench.LINK_HEAD_REVISION - 1}, args)
+    assert bench._same_setup({**setup, "domain": "planning"}, args)
