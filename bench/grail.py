@@ -83,7 +83,8 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         data = grail.load_grail(split, root, seed=GRAIL_DATA_SEED)
         load_s = time.perf_counter() - started
         shortcut = ppr.evaluate(data.protocol, "test")
-        rows.append({"split": split, "method": "PPR shortcut", **shortcut, "extract_s": data.stats.get("extraction_s", load_s)})
+        rows.append({"split": split, "method": "PPR shortcut", **shortcut, "extract_s": data.stats.get("extraction_s", load_s),
+                     **_empty_true_subgraphs(data)})
         if not args.ppr_only:
             configs = [] if args.no_baseline else [("NSM baseline", {**BASELINE})]
             if args.config:
@@ -101,6 +102,15 @@ def _bench_split(split: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                     runs.append(done[key])
                 rows.append({"split": split, "method": label, **_aggregate(runs)})
     return rows + _published_rows(split)
+
+
+def _empty_true_subgraphs(data: grail.GrailData) -> dict[str, int]:
+    """How many test rankings have a true triple whose enclosing subgraph has no fact: there the
+    roots share no node within the hop limit, and only what the model knows of the roots themselves
+    can rank the true triple above its corruptions."""
+    ranking = data.test_ranking
+    facts = (ranking.edge_ptr[1:] - ranking.edge_ptr[:-1]).view(-1, data.num_candidates)[:, 0]
+    return {"empty_true": int((facts == 0).sum()), "rankings": int(facts.numel())}
 
 
 def _train_once(split: str, label: str, values: dict[str, Any], seed: int, args: argparse.Namespace,
@@ -192,6 +202,8 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         notes = []
         if "extract_s" in row:
             notes.append(f"extraction {row['extract_s']:.1f} s")
+        if "empty_true" in row:
+            notes.append(f"true triple's subgraph empty in {row['empty_true']} of {row['rankings']} test rankings")
         if "s_per_epoch" in row:  # an NSM row: several seeds (bench runs) or one finished run (--from-results)
             runs = f"{row['seeds']} seed(s) x " if "seeds" in row else ""
             wall = f", {row['wall_s']:.0f} s/run" if "wall_s" in row else ""
