@@ -126,6 +126,38 @@ def delete(location: str, name: str) -> None:
             filesystem.delete_file(path)
 
 
+def directories(location: str, prefix: str = "") -> list[str]:
+    """Names of the directories directly at ``location`` whose names start with ``prefix``."""
+    if not is_uri(location):
+        root = Path(location)
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix)) if root.is_dir() else []
+    import pyarrow.fs
+
+    with _one_line_errors(location):
+        filesystem, path = _resolve(location)
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return sorted(info.base_name for info in infos
+                  if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(prefix))
+
+
+def move(location: str, name: str, new_name: str) -> None:
+    """Move the file or directory ``name`` at ``location`` to ``new_name`` (a relative path there)."""
+    if not is_uri(location):
+        destination = Path(location) / new_name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        (Path(location) / name).rename(destination)
+        return
+    import pyarrow.fs
+
+    with _one_line_errors(location):
+        filesystem, path = _resolve(location)
+        # Object stores cannot rename a directory: copy it, then delete the original.
+        filesystem.create_dir(f"{path}/{new_name}", recursive=True)
+        pyarrow.fs.copy_files(f"{path}/{name}", f"{path}/{new_name}", source_filesystem=filesystem,
+                              destination_filesystem=filesystem)
+        filesystem.delete_dir(f"{path}/{name}")
+
+
 def reset_mirror(mirror: Path) -> None:
     """An empty mirror directory: what an earlier run left there is older than the experiment's location."""
     shutil.rmtree(mirror, ignore_errors=True)

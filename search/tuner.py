@@ -37,6 +37,7 @@ from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallbac
 from search.settings import SearchSettings
 from search.stopping import EpochBudget, GracefulStop
 from search.surviving_checkpoints import ResumeFromSurvivingCheckpoint
+from search.unrecorded_trials import SetAsideUnrecordedTrials
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
 
@@ -113,6 +114,7 @@ def restore_tuner(settings: SearchSettings, baseline: dict[str, Any] | None = No
     """The Tuner of an interrupted search: unfinished and errored trials continue from their checkpoints.
 
     The console of this run (``settings.console``) replaces the one the search was created with.
+    Directories of trials no snapshot recorded are set aside first (:mod:`search.unrecorded_trials`).
     """
     _configure_ray_tune(settings)
     relocate_journal(settings.name, settings.experiment_dir / STUDY_FILE)
@@ -127,8 +129,8 @@ def restore_tuner(settings: SearchSettings, baseline: dict[str, Any] | None = No
     # tests/test_library_internals.py) gets this run's console and verbosity.
     run_config = tuner._local_tuner.get_run_config()
     run_config.verbose = _ray_verbosity(settings)
-    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, LiveConsole)]
-    run_config.callbacks += _console_callbacks(settings, baseline or {})
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, (LiveConsole, SetAsideUnrecordedTrials))]
+    run_config.callbacks += [*_console_callbacks(settings, baseline or {}), SetAsideUnrecordedTrials(settings.experiment_path)]
     return tuner
 
 

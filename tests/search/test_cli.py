@@ -104,6 +104,11 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
         kill_group(driver.pid)
         (hold / "release").touch()  # a held trial process outside the group ends too
     snapshot = {trial_id: _trial_files(experiment_dir, trial_id) for trial_id in finished_before_kill}
+    # A trial started after the last snapshot (the kill can land there): no snapshot knows it. One is
+    # added here so that the resume always meets one, whatever the race above did.
+    unrecorded = experiment_dir / "trial_started_after_snapshot"
+    unrecorded.mkdir()
+    (unrecorded / "result.json").write_text(json.dumps({"epoch": 1, "trial_id": "started_after_snapshot"}) + "\n")
     # Resumed from somewhere else: Ray pickled the old paths (the searcher's journal among them).
     moved_storage = tmp_path / "moved"
     shutil.move(storage, moved_storage)
@@ -124,6 +129,11 @@ def test_sigkill_mid_search_then_resume_elsewhere_finishes_every_trial_once(tmp_
     # No epoch recorded twice: result.json, progress.csv, training_history.json, the study.
     audit = audit_experiment(experiment_dir)
     assert audit.ok and audit.trials == samples, audit.lines()
+    # Trials no snapshot recorded were set aside, not deleted.
+    set_aside = {p.name for p in (experiment_dir / "unrecorded").iterdir()}
+    assert "trial_started_after_snapshot" in set_aside
+    assert (experiment_dir / "unrecorded" / "trial_started_after_snapshot" / "result.json").is_file()
+    assert "trial_started_after_snapshot" in resumed.stderr + resumed.stdout
     # The Optuna study continued: every Ray trial is finished in it.
     study = load_study(experiment_dir)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

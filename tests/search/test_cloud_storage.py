@@ -184,3 +184,24 @@ def test_driver_lock_on_a_bucket(s3_endpoint):
     assert driver_lock.running_driver(location).token != "theirs"
     lock.release()
     assert not storage.is_file(location, driver_lock.LOCK_FILE)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_trials_no_snapshot_recorded_are_set_aside_with_their_files(where, tmp_path, request):
+    from search.unrecorded_trials import set_aside_unrecorded_trials
+
+    location = str(tmp_path / "exp") if where == "local" else s3_uri(f"set-aside-{tmp_path.name}", request.getfixturevalue("s3_endpoint"))
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location if where == "s3" else f"file://{location}")
+    for trial in ("trial_known", "trial_late"):
+        filesystem.create_dir(f"{path}/{trial}/checkpoint_000000", recursive=True)
+        with filesystem.open_output_stream(f"{path}/{trial}/checkpoint_000000/model.pt") as stream:
+            stream.write(trial.encode())
+    with filesystem.open_output_stream(f"{path}/trial_not_a_directory") as stream:
+        stream.write(b"")
+
+    assert set_aside_unrecorded_trials(location, {"known"}) == ["trial_late"]
+
+    assert storage.directories(location, "trial_") == ["trial_known"]
+    assert storage.directories(location, "unrecorded") == ["unrecorded"]
+    assert read_text(location if where == "s3" else f"file://{location}", "unrecorded/trial_late/checkpoint_000000/model.pt") == "trial_late"
+    assert set_aside_unrecorded_trials(location, {"known"}) == []  # a second resume moves nothing
