@@ -37,7 +37,7 @@ from search.result_loggers import EpochCSVLoggerCallback, EpochJsonLoggerCallbac
 from search.settings import SearchSettings
 from search.stopping import EpochBudget, GracefulStop
 from search.surviving_checkpoints import ResumeFromSurvivingCheckpoint
-from search.unrecorded_trials import SetAsideUnrecordedTrials
+from search.unrecorded_trials import TRIAL_DIR_PREFIX, SetAsideUnrecordedTrials
 from search.study import STUDY_FILE, PruneAwareOptunaSearch, make_sampler, relocate_journal
 from search.trainable import train_nsm
 
@@ -164,7 +164,7 @@ class RelocatableSearchGenerator(SearchGenerator):
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
     """``trial_<id>``: Ray's default name repeats every config key and overflows path limits."""
-    return f"trial_{trial.trial_id}"
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
 
 
 def _configure_ray_tune(settings: SearchSettings) -> None:

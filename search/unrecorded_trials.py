@@ -19,7 +19,7 @@ from search import storage
 
 logger = logging.getLogger(__name__)
 
-TRIAL_DIR_PREFIX = "trial_"
+TRIAL_DIR_PREFIX = "trial_"  # a trial's directory: the prefix and its Ray trial id (search.tuner.trial_dirname)
 UNRECORDED_DIR = "unrecorded"
 
 

@@ -191,7 +191,8 @@ def test_trials_no_snapshot_recorded_are_set_aside_with_their_files(where, tmp_p
     from search.unrecorded_trials import set_aside_unrecorded_trials
 
     location = str(tmp_path / "exp") if where == "local" else s3_uri(f"set-aside-{tmp_path.name}", request.getfixturevalue("s3_endpoint"))
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(location if where == "s3" else f"file://{location}")
+    uri = location if where == "s3" else f"file://{location}"
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     for trial in ("trial_known", "trial_late"):
         filesystem.create_dir(f"{path}/{trial}/checkpoint_000000", recursive=True)
         with filesystem.open_output_stream(f"{path}/{trial}/checkpoint_000000/model.pt") as stream:
@@ -203,5 +204,5 @@ def test_trials_no_snapshot_recorded_are_set_aside_with_their_files(where, tmp_p
 
     assert storage.directories(location, "trial_") == ["trial_known"]
     assert storage.directories(location, "unrecorded") == ["unrecorded"]
-    assert read_text(location if where == "s3" else f"file://{location}", "unrecorded/trial_late/checkpoint_000000/model.pt") == "trial_late"
+    assert read_text(uri, "unrecorded/trial_late/checkpoint_000000/model.pt") == "trial_late"
     assert set_aside_unrecorded_trials(location, {"known"}) == []  # a second resume moves nothing
