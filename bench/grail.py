@@ -46,6 +46,8 @@ from nsm.model import LINK_HEAD_REVISION  # noqa: E402
 from nsm.train import GRAIL_DATA_SEED, train  # noqa: E402
 
 _METRICS = ("test_auc_pr", "test_hits_at_10", "test_mrr")
+_VAL_METRICS = ("val_auc_pr", "val_hits_at_10", "val_mrr")
+_KEYS_ADDED_LATER = ("root_context", "train_pathless_facts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,14 +124,22 @@ def _train_once(split: str, label: str, values: dict[str, Any], seed: int, args:
     result = train(config, on_epoch=lambda end: epochs.append(end.metrics))
     return {"split": split, "method": label, "config": values, "seed": seed, "epochs": args.epochs,
             "head_revision": LINK_HEAD_REVISION,
-            **result["test_metrics"], "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+            **result["test_metrics"], **_validation(result["best_metrics"]),
+            "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
             "wall_s": result["wall_time_s"], "s_per_epoch": statistics.median(e["epoch_time_s"] for e in epochs),
             "graphs_per_s": statistics.median(e["graphs_per_s"] for e in epochs),
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
+def _validation(best: dict[str, float] | None) -> dict[str, float]:
+    """The validation metrics of the epoch whose weights were tested: what a choice between rows may read."""
+    return {name: value for name, value in (best or {}).items() if name in _VAL_METRICS}
+
+
 def _run_key(split: str, label: str, values: dict[str, Any], seed: int, epochs: int, head_revision: int) -> str:
-    return json.dumps([split, label, values, seed, epochs, head_revision], sort_keys=True)
+    # A config key added after a run was recorded took its default in that run: the same point.
+    defaults = {key: value for key, value in TrainConfig().to_dict().items() if key in _KEYS_ADDED_LATER}
+    return json.dumps([split, label, {**defaults, **values}, seed, epochs, head_revision], sort_keys=True)
 
 
 def _read_runs(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -161,6 +171,9 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         row[name] = statistics.fmean(values)
         if len(values) > 1:  # printed even when 0: five seeds can tie on a discrete metric such as Hits@10
             row[f"{name}_std"] = statistics.stdev(values)
+    for name in _VAL_METRICS:  # lines written before validation was recorded have none
+        if all(name in run for run in runs):
+            row[name] = statistics.fmean(run[name] for run in runs)
     row["seeds"] = len(runs)
     row["epochs"] = runs[0]["epochs_run"]
     row["best_epoch"] = statistics.fmean(run["best_epoch"] for run in runs)
@@ -207,6 +220,8 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         if "s_per_epoch" in row:  # an NSM row: several seeds (bench runs) or one finished run (--from-results)
             runs = f"{row['seeds']} seed(s) x " if "seeds" in row else ""
             wall = f", {row['wall_s']:.0f} s/run" if "wall_s" in row else ""
+            if "val_mrr" in row:
+                notes.append(f"validation MRR {100 * row['val_mrr']:.2f}, Hits@10 {100 * row['val_hits_at_10']:.2f}")
             notes.append(f"{runs}{row['epochs']} epochs, best epoch {row['best_epoch']:.0f}{wall}, "
                          f"{row['s_per_epoch']:.1f} s/epoch, {row['graphs_per_s']:.0f} train graphs/s")
         print(f"{row['split']:<11} {row['method']:<22} {' '.join(cells)}  {'; '.join(notes)}")

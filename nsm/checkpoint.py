@@ -66,7 +66,8 @@ def model_args(config: TrainConfig, num_node_features: int, num_relations: int, 
     }
     if link_prediction:
         arguments["num_query_relations"] = num_relations
-        arguments["num_root_features"] = 2 * num_relations  # per root: each relation out, then in
+        # per root: each relation out, then in; none where the config leaves the roots' context out
+        arguments["num_root_features"] = 2 * num_relations if config.root_context else 0
     return arguments
 
 

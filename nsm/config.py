@@ -54,6 +54,11 @@ class TrainConfig:
     save_every: int = _key(10, "write checkpoint_epoch_N.pt every N epochs (0 disables)")
     eval_every: int = _key(1, "evaluate on the validation split every N epochs")
     data_root: str | None = _key(None, f"dataset cache directory (default: $NSM_DATA_DIR or ~/.cache/{PROJECT_NAME})")
+    root_context: bool = _key(True, "GraIL splits: the classifier also reads each root's relational context (how many facts "
+                                    "of each relation leave and enter it); false gives GraIL's own inputs")
+    train_pathless_facts: bool = _key(True, "GraIL splits: train on the facts whose enclosing subgraph is empty (no path "
+                                            "within the hop limit between head and tail once the fact is removed) and on "
+                                            "their corruptions; false leaves those pairs out of training")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -139,6 +144,9 @@ def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+    elif annotation == "bool":
+        if isinstance(value, bool):
+            return value
     elif annotation == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

@@ -346,7 +346,8 @@ class _LinkWorkload:
         self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
         self.link_prediction = True
         self._eval_batch = max(config.batch_size, 256)
-        self._train = self.data.train.to(device)
+        train = self.data.train if config.train_pathless_facts else self.data.training_pairs_with_paths()
+        self._train = train.to(device)
         self._parts = {
             "val": (self.data.valid.to(device), self.data.valid_ranking.to(device)),
             "test": (self.data.test.to(device), self.data.test_ranking.to(device)),
@@ -554,6 +555,15 @@ def _finish(run: _Run, work: _GraphWorkload | _LinkWorkload, device: torch.devic
 # CLI
 
 
+def boolean(text: str) -> bool:
+    """A flag's ``true``/``false`` (also ``yes``/``no``, ``1``/``0``, any case); argparse names this
+    function in its one-line error for any other word."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(text)
+    return words[text.lower()]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nsm.train",
@@ -562,10 +572,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     defaults = TrainConfig()
     for key in dataclasses.fields(TrainConfig):
-        kind = {"int": int, "float": float}.get(key.type, str)
+        kind = {"int": int, "float": float, "bool": boolean}.get(key.type, str)
+        default = getattr(defaults, key.name)
         parser.add_argument(
             f"--{key.name.replace('_', '-')}", dest=key.name, type=kind, default=argparse.SUPPRESS,
-            help=f"{key.metadata['help']} (default: {getattr(defaults, key.name)})",
+            help=f"{key.metadata['help']} (default: {str(default).lower() if kind is boolean else default})",
+            **({"metavar": "{true,false}"} if kind is boolean else {}),
         )
     parser.add_argument("--config", type=Path, help="YAML/JSON file of config keys; flags given here override it")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<domain>-<UTC time>)")

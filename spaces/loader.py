@@ -171,6 +171,7 @@ def _expect_type(item: Any, field_type: str, where: str) -> None:
     ok = {
         "int": isinstance(item, int) and not isinstance(item, bool),
         "float": _is_number(item),
+        "bool": isinstance(item, bool),
         "str": isinstance(item, str),
         "str | None": item is None or isinstance(item, str),
     }.get(field_type, True)

@@ -2,9 +2,10 @@
 
 ``write_tiny(folder)`` writes ``tiny_v1/{train,valid,test}.txt`` and ``tiny_v1_ind/{...}`` and returns
 the sha256 of each file, keyed like ``nsm.data.grail``'s table. The graph has a multi-edge pair (two
-relations and a reverse fact between the same entities), a hub that leaves some ranking queries
-fewer corruptions than the candidate lists need, and one triple with a relation unseen in training
-in ``tiny_v1_ind/train.txt`` and in ``tiny_v1_ind/test.txt``.
+relations and a reverse fact between the same entities), a training fact with no other path between
+its entities, a hub that leaves some ranking queries fewer corruptions than the candidate lists
+need, and one triple with a relation unseen in training in ``tiny_v1_ind/train.txt`` and in
+``tiny_v1_ind/test.txt``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def tiny_triples(seed: int = 0) -> dict[str, list[tuple[str, str, str]]]:
     taken: set = set()
     multi = [("e0", "r0", "e1"), ("e0", "r1", "e1"), ("e1", "r2", "e0")]
     taken.update(multi)
-    train = multi + _random_triples(rng, train_entities, 110, taken)
+    # A pathless fact: e40 and e41 touch nothing else, so its enclosing subgraph is empty.
+    pathless = [("e40", "r2", "e41")]
+    taken.update(pathless)
+    train = multi + _random_triples(rng, train_entities, 110, taken) + pathless
     valid = _random_triples(rng, train_entities, 16, taken)
     test = _random_triples(rng, train_entities, 10, taken)
     # Inductive side: a hub n0, the tail of r3 from n1..n24, so queries (?, r3, n0) have few corruptions.

@@ -32,6 +32,8 @@ def test_seeds_are_aggregated_and_a_second_run_reuses_the_results_file(bench, tm
     mean, std = 100 * statistics.fmean(values), 100 * statistics.stdev(values)
     baseline = next(line for line in first.splitlines() if line.startswith("WN18RR_v1   NSM baseline"))
     assert f"{mean:.2f} ± {std:.2f}" in baseline and "2 seed(s) x 1 epochs" in baseline
+    assert all(0 < run["val_mrr"] <= 1 and 0 <= run["val_hits_at_10"] <= 1 for run in runs)  # the tested epoch's
+    assert f"validation MRR {100 * statistics.fmean(run['val_mrr'] for run in runs):.2f}" in baseline
     shortcut = next(line for line in first.splitlines() if line.startswith("WN18RR_v1   PPR shortcut"))
     data = grail.load_grail("WN18RR_v1", tmp_path / "data")
     true_graphs = data.test_ranking.subset(range(0, len(data.test_ranking), data.num_candidates))
@@ -76,6 +78,27 @@ def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatc
     assert runs[0]["config"]["lr"] == 0.002 and runs[0]["config"]["batch_size"] == 32
     assert not any(line.startswith("WN18RR_v1   NSM baseline") for line in out.splitlines())
     assert any(line.startswith("WN18RR_v1   NSM ASHA+TPE 4x1") for line in out.splitlines())
+
+
+def test_a_run_recorded_before_a_config_key_existed_is_that_keys_default(bench, tmp_path, monkeypatch, capsys):
+    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
+    found = tmp_path / "found.yaml"
+    found.write_text("lr: 0.002\n")
+    results = tmp_path / "grail.jsonl"
+    argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results),
+            "--config", str(found), "--config-label", "found", "--no-baseline"]
+    assert bench.main(argv) == 0
+    (run,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert run["config"]["root_context"] is True and run["config"]["train_pathless_facts"] is True
+    older = {key: value for key, value in run["config"].items() if key not in ("root_context", "train_pathless_facts")}
+    results.write_text(json.dumps({**run, "config": older}) + "\n")
+    trained = []
+    monkeypatch.setattr(bench, "_train_once", lambda *args: trained.append(args) or run)
+    assert bench.main(argv) == 0
+    assert trained == []  # the older line is the same point
+    found.write_text("lr: 0.002\nroot_context: false\n")
+    assert bench.main(argv) == 0
+    assert len(trained) == 1 and trained[0][2]["root_context"] is False  # a new point is trained
 
 
 def test_a_run_of_an_earlier_scoring_head_is_trained_again(bench, tmp_path, monkeypatch, capsys):

@@ -44,6 +44,13 @@ def test_holds_values_finds_the_baseline_in_a_config_read_back_from_json():
     assert not holds_values({**read_back, "batch_size": "64"}, baseline)
 
 
+def test_switch_keys_take_booleans_only():
+    assert TrainConfig.from_dict({"root_context": False, "train_pathless_facts": True}).root_context is False
+    for value in (0, 1, "false", None):
+        with pytest.raises(ConfigError, match="root_context must be bool"):
+            TrainConfig.from_dict({"root_context": value})
+
+
 def test_baseline_values_use_the_research_defaults_and_the_config_defaults():
     assert baseline_values(["lr", "dropout"]) == {"lr": BASELINE["lr"], "dropout": TrainConfig().dropout}
 

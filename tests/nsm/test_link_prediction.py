@@ -80,6 +80,47 @@ def test_scores_read_the_roots_relation_context(tiny_split):
         assert link_scores(nsm_train.forward(old_model, data.test_ranking.batch(range(16))).logits).shape == (16,)
 
 
+def test_pathless_pairs_leave_training_together(tiny_split):
+    """A fact with an empty enclosing subgraph leaves with its own corruption; every other pair stays."""
+    data = nsm_train.load_link_data("WN18RR_v1", tiny_split)
+    facts = data.protocol.train_graph.shape[0]
+    has_path = data.train.num_edges[:facts] > 0
+    assert 0 < int(has_path.sum()) < facts  # the tiny graph has both kinds, so the test can fail
+    kept = data.training_pairs_with_paths()
+    half = len(kept) // 2
+    assert len(kept) == 2 * int(has_path.sum())
+    assert kept.y[:half].eq(1).all() and kept.y[half:].eq(0).all()
+    assert (kept.num_edges[:half] > 0).all()
+    # A corruption keeps its fact's relation and one of its roots: the pairs are still aligned.
+    targets = data.protocol.train_targets
+    positives, corruptions = targets[:facts][has_path], targets[facts:][has_path]
+    assert torch.equal(kept.graph_attrs["relation"][:half], positives[:, 1])
+    assert torch.equal(kept.graph_attrs["relation"][half:], corruptions[:, 1])
+    assert ((positives[:, 0] == corruptions[:, 0]) | (positives[:, 2] == corruptions[:, 2])).all()
+
+
+def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NSM_DATA_DIR": tiny_split}
+    data = nsm_train.load_link_data("WN18RR_v1", tiny_split)  # the tiny copy's checksums live in this process
+    done = subprocess.run(
+        [sys.executable, "-m", "nsm.train", "--domain", "WN18RR_v1", "--epochs", "1", "--hidden-dim", "16",
+         "--root-context", "false", "--train-pathless-facts", "False", "--out", str(tmp_path / "cli")],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "root_context False, train_pathless_facts False" in done.stdout
+    best = torch.load(tmp_path / "cli" / "best_model.pt", weights_only=True)
+    assert best["model_args"]["num_root_features"] == 0
+    assert not any(name.startswith("root_encoder") for name in best["model"])
+    config = TrainConfig.from_dict({**best["config"], "data_root": tiny_split})
+    assert len(nsm_train._LinkWorkload(config, torch.device("cpu"))._train) == len(data.training_pairs_with_paths())
+    assert len(nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split), torch.device("cpu"))._train) \
+        == len(data.train)
+    bad = subprocess.run([sys.executable, "-m", "nsm.train", "--domain", "WN18RR_v1", "--root-context", "maybe"],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "argument --root-context: invalid boolean value: 'maybe'" in bad.stderr
+
+
 def test_resume_replays_the_uninterrupted_run(tiny_split, tmp_path):
     config = TrainConfig(domain="WN18RR_v1", data_root=tiny_split, **{**TINY, "epochs": 3})
     whole = train(config, tmp_path / "whole")

@@ -63,6 +63,8 @@ def test_domain_override_replaces_the_default_key(tmp_path):
         ("default:\n  batch_size: {type: choice, values: [16, 'big']}\n", "default.batch_size: choice value 'big' is not int"),
         ("default:\n  lr: {type: loguniform, low: small, high: 0.1}\n", "default.lr: low must be a number"),
         ("default:\n  hidden_dim: wide\n", "default.hidden_dim: hidden_dim must be int"),
+        ("default:\n  root_context: {type: choice, values: [true, 'no']}\n", "default.root_context: choice value 'no' is not bool"),
+        ("default:\n  train_pathless_facts: 0\n", "default.train_pathless_facts: train_pathless_facts must be bool"),
         ("default:\n  pool_ratio: {type: uniform, low: 0.5, high: 1.5}\n", "default.pool_ratio: pool_ratio must be in (0, 1]"),
         ("default:\n  lr: {type: normal, low: 0.1, high: 0.2}\n", "default.lr: type must be one of"),
         ("default:\n  domain: kg\n", "default.domain: not allowed"),
