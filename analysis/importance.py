@@ -173,8 +173,9 @@ def format_importance(result: dict[str, Any]) -> str:
         f"importance by {result['evaluator']}"
         + (f" (scikit-learn missing; asked for {result['requested_evaluator']})" if result["evaluator"] != result["requested_evaluator"] else "")
     ]
+    width = max([16, *(len(name) + 1 for name in result["importances"])])
     for name, value in result["importances"].items():
-        lines.append(f"  {name:<16}{value:7.3f}  {'#' * round(value * 40)}")
+        lines.append(f"  {name:<{width}}{value:7.3f}  {'#' * round(value * 40)}")
     return "\n".join(lines)
 
 

@@ -77,3 +77,11 @@ def test_importance_needs_complete_trials(experiment_copy, tmp_path, capsys):
     shutil.copy(tmp_path / "one.journal", experiment_copy / "study.journal")
     assert importance.main([str(experiment_copy)]) == 2
     assert "at least 2 complete trials" in capsys.readouterr().err
+
+
+def test_importance_lines_align_past_a_long_key_name():
+    result = {"study": "s", "complete_trials": 2, "trials": 3, "evaluator": "fanova", "requested_evaluator": "fanova",
+              "importances": {"train_pathless_facts": 0.75, "lr": 0.25}}
+    rows = importance.format_importance(result).splitlines()[1:]
+    assert len({row.index(".") for row in rows}) == 1  # one column of values
+    assert rows[0].startswith("  train_pathless_facts ")

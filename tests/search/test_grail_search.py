@@ -28,6 +28,7 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
         domains:
           grail:
             data_root: {data_root}
+            root_context: {{type: choice, values: [true, false]}}
     """))
     code = main(["--domain", "wn18rr_v1", "--space", str(space), "--storage-path", str(tmp_path / "ray"),
                  "--name", "lp", "--num-samples", "2", "--max-epochs", "2", "--cpus-per-trial", "1",
@@ -39,6 +40,8 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
     assert summary["domain"] == "WN18RR_v1" and summary["metric"] == "val_mrr" and summary["num_trials"] == 2
     settings = json.loads((tmp_path / "ray" / "lp" / "search.json").read_text())
     assert settings["metric"] == "val_mrr" and settings["mode"] == "max"
+    assert summary["searched_keys"] == ["lr", "batch_size", "root_context"]  # a boolean key is searched too
+    assert all(isinstance(row["root_context"], bool) for row in summary["trials"])
     assert all(0 < row["val_mrr"] <= 1 for row in summary["trials"])
     # The trials read the split the driver extracted once: one processed file.
     assert len(list((data_root / "grail" / "processed").iterdir())) == 1
