@@ -31,6 +31,14 @@ def test_default_space_has_the_issue_distributions(domain):
     assert space["hidden_dim"] == 64 and space["pool_ratio"] == 0.5
 
 
+def test_default_space_searches_the_grail_switches_on_splits_only():
+    for split in ("WN18RR_v1", "nell_v4"):
+        space = load_space(DEFAULT_SPACE, split)
+        assert searched_keys(space) == ["lr", "cycle_weight", "batch_size", "root_context", "train_pathless_facts"]
+        assert sorted(space["root_context"].categories) == [False, True]
+    assert "root_context" not in load_space(DEFAULT_SPACE, "kg")
+
+
 def test_domain_override_replaces_the_default_key(tmp_path):
     path = write(tmp_path, """
         default:
