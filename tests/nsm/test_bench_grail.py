@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -64,13 +65,18 @@ def test_a_foreign_results_file_is_a_one_line_error(bench, tmp_path, monkeypatch
     assert results.read_text() == '{"trial": "a", "epoch": 1}\n'
 
 
-def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatch, capsys):
+def _config_only(tmp_path, monkeypatch, config_text: str, label: str) -> tuple[list[str], Path, Path]:
+    """Arguments that train only one config on the tiny split, its config file and its results file."""
     install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
-    found = tmp_path / "found.yaml"
-    found.write_text("lr: 0.002\ncycle_weight: 0.1\nbatch_size: 32\n")
-    results = tmp_path / "grail.jsonl"
+    found, results = tmp_path / "found.yaml", tmp_path / "grail.jsonl"
+    found.write_text(config_text)
     argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results),
-            "--config", str(found), "--config-label", "ASHA+TPE 4x1", "--no-baseline"]
+            "--config", str(found), "--config-label", label, "--no-baseline"]
+    return argv, found, results
+
+
+def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatch, capsys):
+    argv, _, results = _config_only(tmp_path, monkeypatch, "lr: 0.002\ncycle_weight: 0.1\nbatch_size: 32\n", "ASHA+TPE 4x1")
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     runs = [json.loads(line) for line in results.read_text().splitlines()]
@@ -81,12 +87,7 @@ def test_no_baseline_trains_only_the_searched_config(bench, tmp_path, monkeypatc
 
 
 def test_a_run_recorded_before_a_config_key_existed_is_that_keys_default(bench, tmp_path, monkeypatch, capsys):
-    install_tiny_as("WN18RR_v1", tmp_path / "grail", monkeypatch)
-    found = tmp_path / "found.yaml"
-    found.write_text("lr: 0.002\n")
-    results = tmp_path / "grail.jsonl"
-    argv = ["--splits", "WN18RR_v1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--results", str(results),
-            "--config", str(found), "--config-label", "found", "--no-baseline"]
+    argv, found, results = _config_only(tmp_path, monkeypatch, "lr: 0.002\n", "found")
     assert bench.main(argv) == 0
     (run,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert run["config"]["root_context"] is True and run["config"]["train_pathless_facts"] is True
