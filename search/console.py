@@ -343,6 +343,26 @@ def guard_terminal(enabled: bool) -> Iterator[None]:
         _set_active(None)
 
 
+_RAY_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _TokenAuthOnNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on, which Ray (since 2.60) logs at every
+    start of a local cluster: that is its secure default, on a cluster the search starts and stops
+    itself, and the notice's only advice is how to turn it off. Ray's warning that authentication is
+    off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def hide_token_auth_notice() -> None:
+    """Filter :class:`_TokenAuthOnNotice` at Ray's authentication logger (once per process)."""
+    logger = logging.getLogger(_RAY_TOKEN_AUTH_LOGGER)
+    if not any(isinstance(existing, _TokenAuthOnNotice) for existing in logger.filters):
+        logger.addFilter(_TokenAuthOnNotice())
+
+
 def stdout_is_terminal() -> bool:
     try:
         return sys.stdout.isatty()

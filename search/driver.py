@@ -253,6 +253,7 @@ def _ray_session(address: str | None) -> Iterator[bool]:
         yield False
         return
     attempts = 1 if address else 2  # a local start can time out on a busy machine (Ray waits 30 s)
+    console.hide_token_auth_notice()
     for attempt in range(1, attempts + 1):
         try:
             # "local" starts a fresh instance; Ray's own default would join whatever cluster a

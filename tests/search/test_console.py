@@ -174,7 +174,7 @@ def test_a_redirected_search_prints_plain_lines_without_library_noise(tmp_path):
     summary = json.loads((tmp_path / "quiet" / "summary.json").read_text())
     assert "\r" not in text and not ESCAPE.search(text.replace("\x1b[36m", "").replace("\x1b[39m", "").replace("\x1b[0m", ""))
     for noise in ("╭", "│", "+---", "Trial status:", "reinit", "Checkpoint successfully created", "core_worker",
-                  "SystemExit", "A new study created", "on_trial_result operation took"):
+                  "SystemExit", "A new study created", "on_trial_result operation took", "Token authentication"):
         assert noise not in text, noise
     assert "summary: " in text and "ranked by val_acc" in text  # the final summary
     failed = [row["trial_id"] for row in summary["trials"] if row["status"] == "error"]
