@@ -68,6 +68,8 @@ def model_args(config: TrainConfig, num_node_features: int, num_relations: int, 
         arguments["num_query_relations"] = num_relations
         # per root: each relation out, then in; none where the config leaves the roots' context out
         arguments["num_root_features"] = 2 * num_relations if config.root_context else 0
+        if config.root_proximity:  # absent otherwise, so that earlier checkpoints' arguments stay as stored
+            arguments["root_proximity"] = True
     return arguments
 
 

@@ -59,6 +59,9 @@ class TrainConfig:
     train_pathless_facts: bool = _key(True, "GraIL splits: train on the facts whose enclosing subgraph is empty (no path "
                                             "within the hop limit between head and tail once the fact is removed) and on "
                                             "their corruptions; false leaves those pairs out of training")
+    root_proximity: bool = _key(False, "GraIL splits: the classifier also reads how closely the roots are linked in their "
+                                       "subgraph, whatever the relations (walks of 1 to 3 steps between them, counted "
+                                       "and as random-walk probabilities either way: what the PageRank shortcut ranks by)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:

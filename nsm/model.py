@@ -341,7 +341,10 @@ class NSM(nn.Module):
     relation that leave and enter it, as SNRI adds to GraIL), encoded as
     :math:`c_v = W_c \log(1 + n_v)` with one :math:`W_c` for both roots:
     :math:`[\ldots \,\|\, c_h \,\|\, c_t]`. It tells the kind of entity each root is where the enclosing
-    subgraph says nothing (no path between the roots within the hop limit).
+    subgraph says nothing (no path between the roots within the hop limit). With ``root_proximity`` it
+    also reads :func:`root_proximity` of the two roots, :math:`[\ldots \,\|\, \rho_{ht}]`: how closely
+    they are linked whatever the relations, which the PageRank shortcut ranks by and which mean
+    aggregation cannot count.
 
     ``forward`` takes the batch's graph count as ``num_graphs`` (``batch.num_graphs`` of a PyG
     ``Batch``); without it the count is read from the device as ``batch.max() + 1``, which also
@@ -359,11 +362,13 @@ class NSM(nn.Module):
         num_classes: int = 2,
         num_query_relations: int = 0,
         num_root_features: int = 0,
+        root_proximity: bool = False,
     ):
         super().__init__()
         self.num_relations = num_relations
         self.num_query_relations = num_query_relations
         self.num_root_features = num_root_features
+        self.root_proximity = root_proximity
         self.dropout = dropout
         typed = 2 * num_relations  # forward and inverse direction of each relation
 
@@ -382,6 +387,8 @@ class NSM(nn.Module):
         if num_root_features > 0:
             self.root_encoder = nn.Linear(num_root_features, hidden_dim)
             readout += 2 * hidden_dim  # head context, tail context
+        if root_proximity:
+            readout += PROXIMITY_FEATURES
         self.classifier = nn.Sequential(
             nn.Linear(readout, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
         )
@@ -456,6 +463,8 @@ class NSM(nn.Module):
                     raise ValueError("this NSM reads root_relations for every graph")
                 context = self.root_encoder(torch.log1p(root_relations.float()).view(num_graphs * 2, -1))
                 parts.append(context.view(num_graphs, -1))
+            if self.root_proximity:
+                parts.append(root_proximity(edge_index, x.size(0), head_index, tail_index).to(readout.dtype))
             readout = torch.cat(parts, dim=1)
         logits = self.classifier(readout)
 
@@ -464,6 +473,48 @@ class NSM(nn.Module):
         down1 = self._refine(self.what_convs[1], level1, unpool(down2, level1, level2.kept))
         reconstruction = self.decoder(down1)
         return NSMOutput(logits, reconstruction, (level1.x.size(0), num_nodes2, num_nodes3))
+
+
+PROXIMITY_STEPS = 3
+"""Longest walk :func:`root_proximity` counts: GraIL's hop limit, so every path its subgraph holds."""
+
+PROXIMITY_FEATURES = 3 * PROXIMITY_STEPS
+
+
+@torch.no_grad()
+def root_proximity(edge_index: Tensor, num_nodes: int, head_index: Tensor, tail_index: Tensor) -> Tensor:
+    r"""How closely each graph's two roots are linked, ignoring relation types and directions.
+
+    With :math:`A` the undirected multigraph of the edges (:math:`A_{uv}` facts between :math:`u` and
+    :math:`v` either way), :math:`P = D^{-1} A` its random walk and :math:`k = 1, \ldots, K`:
+
+    .. math::
+        \rho_{ht} = \big[\log(1 + (A^k)_{ht})\big]_k \,\|\, \big[(P^k)_{ht}\big]_k \,\|\, \big[(P^k)_{th}\big]_k
+
+    walks of :math:`k` steps between head and tail, counted, and the probability that a random walk from
+    one root stands on the other after :math:`k` steps: the terms Personalized PageRank sums with weights
+    :math:`\alpha (1 - \alpha)^k`. The counts grow with the subgraph's density; the probabilities do not.
+    A constant of the data, so no gradient flows through it. ``[len(head_index), 3K]``.
+    """
+    src, dst = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    dtype = torch.get_default_dtype()
+    degree = torch.zeros(num_nodes, dtype=dtype, device=src.device).index_add_(
+        0, src, torch.ones(src.numel(), dtype=dtype, device=src.device)
+    )
+    # Every walk stays in its graph, so one row per node holds its own graph's three walks: counted
+    # from the head, the probability from the head, the probability from the tail.
+    leave = 1.0 / degree.clamp(min=1.0)
+    leave = torch.stack([torch.ones_like(leave), leave, leave], dim=1)
+    walks = torch.zeros(num_nodes, 3, dtype=dtype, device=src.device)
+    walks[head_index, 0] = 1.0
+    walks[head_index, 1] = 1.0
+    walks[tail_index, 2] = 1.0
+    readings = []
+    for _ in range(PROXIMITY_STEPS):
+        step = (walks * leave).index_select(0, src)
+        walks = torch.zeros_like(walks).index_add_(0, dst, step)
+        readings.append(torch.stack([walks[tail_index, 0].log1p(), walks[tail_index, 1], walks[head_index, 2]], dim=1))
+    return torch.cat(readings, dim=1)
 
 
 def _mean_max_sum(levels: tuple[Level, ...], num_graphs: int) -> Tensor:

@@ -52,6 +52,7 @@ def test_train_writes_ranking_metrics_and_the_shortcut(tiny_split, tmp_path):
     assert best["best_metric"] == "val_mrr" and best["best_value"] == max(row["val_mrr"] for row in history)
     assert best["model_args"]["num_query_relations"] == 4
     assert best["model_args"]["num_root_features"] == 8  # per root: 4 relations out, 4 in
+    assert "root_proximity" not in best["model_args"]  # off by default, and absent as in earlier checkpoints
 
 
 def test_scores_read_the_roots_relation_context(tiny_split):
@@ -104,7 +105,8 @@ def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     data = nsm_train.load_link_data("WN18RR_v1", tiny_split)  # the tiny copy's checksums live in this process
     done = subprocess.run(
         [sys.executable, "-m", "nsm.train", "--domain", "WN18RR_v1", "--epochs", "1", "--hidden-dim", "16",
-         "--root-context", "false", "--train-pathless-facts", "False", "--out", str(tmp_path / "cli")],
+         "--root-context", "false", "--train-pathless-facts", "False", "--root-proximity", "true",
+         "--out", str(tmp_path / "cli")],
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -112,6 +114,8 @@ def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     best = torch.load(tmp_path / "cli" / "best_model.pt", weights_only=True)
     assert best["model_args"]["num_root_features"] == 0
     assert not any(name.startswith("root_encoder") for name in best["model"])
+    assert best["model_args"]["root_proximity"] is True
+    assert load_model(best)[0].classifier[0].in_features == 5 * 16 + 9  # readout, roots, relation, 3 x 3 walks
     config = TrainConfig.from_dict({**best["config"], "data_root": tiny_split})
     assert len(nsm_train._LinkWorkload(config, torch.device("cpu"))._train) == len(data.training_pairs_with_paths())
     assert len(nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split), torch.device("cpu"))._train) \
@@ -187,7 +191,7 @@ def test_renaming_every_entity_leaves_each_score_unchanged(tmp_path, monkeypatch
     packed_b, _ = grail._pack(b.test_graph, len(b.test_entities), targets_b, labels, b.num_relations, 3, 200)
     for pool_ratio in (1.0, 0.5):
         torch.manual_seed(0)
-        config = TrainConfig(domain="WN18RR_v1", hidden_dim=16, num_bases=4, pool_ratio=pool_ratio)
+        config = TrainConfig(domain="WN18RR_v1", hidden_dim=16, num_bases=4, pool_ratio=pool_ratio, root_proximity=True)
         model = NSM(**model_args(config, 8, a.num_relations, link_prediction=True)).eval()
         with torch.no_grad():
             scores = [link_scores(nsm_train.forward(model, p.batch(range(len(p)))).logits) for p in (packed_a, packed_b)]

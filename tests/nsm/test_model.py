@@ -6,7 +6,10 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn.pool.select.topk import topk as pyg_topk
 
 from nsm.data import DOMAINS, load_domain
-from nsm.model import NSM, Level, RelationalConv, RelationalEdges, TopKPool, count_parameters, cycle_loss, unpool
+from nsm.model import (
+    NSM, PROXIMITY_STEPS, Level, RelationalConv, RelationalEdges, TopKPool, count_parameters, cycle_loss, root_proximity,
+    unpool,
+)
 from tests.nsm import reference_model
 
 
@@ -223,3 +226,52 @@ def test_num_graphs_keeps_empty_graphs_at_the_end_of_a_batch():
     assert out.logits.shape == (4, 2)
     assert inferred.logits.shape == (3, 2)  # without num_graphs the count comes from batch.max()
     torch.testing.assert_close(out.logits[:3], inferred.logits)
+
+
+def test_root_proximity_counts_walks_and_their_probabilities_in_each_graph():
+    """Against dense matrix powers of each graph alone: the batch's other graphs do not leak in, parallel
+    and reversed edges count as facts between the roots, and a root without edges reads 0."""
+    batch = _toy_graphs(num_graphs=3, num_nodes=6, num_edges=5, seed=3)
+    isolated = Data(x=torch.zeros(2, 5), edge_index=torch.zeros(2, 0, dtype=torch.long),
+                    edge_type=torch.zeros(0, dtype=torch.long), edge_attr=torch.zeros(0, 1), y=torch.tensor([0]))
+    batch = Batch.from_data_list(batch.to_data_list() + [isolated])
+    first = batch.ptr[:-1]
+    head, tail = first, first + 1
+    features = root_proximity(batch.edge_index, batch.num_nodes, head, tail)
+    assert features.shape == (4, 3 * PROXIMITY_STEPS)
+    for g in range(4):
+        lo, hi = int(batch.ptr[g]), int(batch.ptr[g + 1])
+        adjacency = torch.zeros(hi - lo, hi - lo)
+        for s, d in batch.edge_index.t().tolist():
+            if lo <= s < hi:
+                adjacency[s - lo, d - lo] += 1
+                adjacency[d - lo, s - lo] += 1
+        walk = adjacency / adjacency.sum(1, keepdim=True).clamp(min=1)
+        for k in range(1, PROXIMITY_STEPS + 1):
+            counts, probabilities = torch.matrix_power(adjacency, k), torch.matrix_power(walk, k)
+            expected = torch.stack([counts[0, 1].log1p(), probabilities[0, 1], probabilities[1, 0]])
+            torch.testing.assert_close(features[g, 3 * (k - 1):3 * k], expected)
+    assert features[3].eq(0).all()
+    assert features[:3].gt(0).any()  # the toy graphs link their roots, so the comparison can fail
+
+
+def test_root_proximity_reaches_the_score_and_takes_no_gradient():
+    batch = _toy_graphs(num_graphs=4, seed=5)
+    first = batch.ptr[:-1]
+    inputs = dict(head_index=first, tail_index=first + 1, relation=torch.zeros(4, dtype=torch.long))
+    torch.manual_seed(0)
+    model = NSM(num_node_features=5, num_relations=4, hidden_dim=16, num_query_relations=4, root_proximity=True).eval()
+    assert model.classifier[0].in_features == 5 * 16 + 3 * PROXIMITY_STEPS
+    out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=4, **inputs)
+    # Parallel copies of every edge change the walk counts and nothing else the model reads (mean aggregation).
+    doubled = torch.cat([batch.edge_index, batch.edge_index], dim=1)
+    again = model(batch.x, doubled, batch.edge_type.repeat(2), batch.edge_attr.repeat(2, 1), batch.batch, num_graphs=4,
+                  **inputs)
+    assert not torch.allclose(out.logits, again.logits)
+    model.root_proximity = False
+    model.classifier[0] = torch.nn.Linear(5 * 16, 16)
+    plain = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=4, **inputs)
+    plain_doubled = model(batch.x, doubled, batch.edge_type.repeat(2), batch.edge_attr.repeat(2, 1), batch.batch,
+                          num_graphs=4, **inputs)
+    torch.testing.assert_close(plain.logits, plain_doubled.logits)
+    assert not root_proximity(batch.edge_index, batch.num_nodes, first, first + 1).requires_grad
