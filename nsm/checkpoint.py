@@ -70,6 +70,8 @@ def model_args(config: TrainConfig, num_node_features: int, num_relations: int, 
         arguments["num_root_features"] = 2 * num_relations if config.root_context else 0
         if config.root_proximity:  # absent otherwise, so that earlier checkpoints' arguments stay as stored
             arguments["root_proximity"] = True
+        if config.root_pagerank:
+            arguments["root_pagerank"] = True
     return arguments
 
 

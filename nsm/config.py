@@ -62,6 +62,9 @@ class TrainConfig:
     root_proximity: bool = _key(False, "GraIL splits: the classifier also reads how closely the roots are linked in their "
                                        "subgraph, whatever the relations (walks of 1 to 3 steps between them, counted "
                                        "and as random-walk probabilities either way: what the PageRank shortcut ranks by)")
+    root_pagerank: bool = _key(False, "GraIL splits: the classifier also reads the Personalized PageRank between the roots "
+                                      "on the whole graph, either way (the shortcut's own score; a training fact is scored "
+                                      "on the graph without it)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:

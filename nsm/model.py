@@ -344,7 +344,10 @@ class NSM(nn.Module):
     subgraph says nothing (no path between the roots within the hop limit). With ``root_proximity`` it
     also reads :func:`root_proximity` of the two roots, :math:`[\ldots \,\|\, \rho_{ht}]`: how closely
     they are linked whatever the relations, which the PageRank shortcut ranks by and which mean
-    aggregation cannot count.
+    aggregation cannot count. With ``root_pagerank`` it reads the Personalized PageRank between the roots
+    on the whole graph (``root_pagerank``: :math:`n\,\pi_h(t)` and :math:`n\,\pi_t(h)`, the shortcut's
+    score relative to the uniform :math:`1/n`), as :math:`[\ldots \,\|\, \log(1 + n\,\pi)]`: the
+    walks beyond the subgraph's hop limit and size cap, which the subgraph cannot show.
 
     ``forward`` takes the batch's graph count as ``num_graphs`` (``batch.num_graphs`` of a PyG
     ``Batch``); without it the count is read from the device as ``batch.max() + 1``, which also
@@ -363,12 +366,14 @@ class NSM(nn.Module):
         num_query_relations: int = 0,
         num_root_features: int = 0,
         root_proximity: bool = False,
+        root_pagerank: bool = False,
     ):
         super().__init__()
         self.num_relations = num_relations
         self.num_query_relations = num_query_relations
         self.num_root_features = num_root_features
         self.root_proximity = root_proximity
+        self.root_pagerank = root_pagerank
         self.dropout = dropout
         typed = 2 * num_relations  # forward and inverse direction of each relation
 
@@ -389,6 +394,8 @@ class NSM(nn.Module):
             readout += 2 * hidden_dim  # head context, tail context
         if root_proximity:
             readout += PROXIMITY_FEATURES
+        if root_pagerank:
+            readout += 2  # head to tail, tail to head
         self.classifier = nn.Sequential(
             nn.Linear(readout, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
         )
@@ -414,6 +421,7 @@ class NSM(nn.Module):
         tail_index: Tensor | None = None,
         relation: Tensor | None = None,
         root_relations: Tensor | None = None,
+        root_pagerank: Tensor | None = None,
     ) -> NSMOutput:
         if num_graphs is None:
             num_graphs = int(batch.max()) + 1 if batch.numel() else 0
@@ -465,6 +473,10 @@ class NSM(nn.Module):
                 parts.append(context.view(num_graphs, -1))
             if self.root_proximity:
                 parts.append(root_proximity(edge_index, x.size(0), head_index, tail_index).to(readout.dtype))
+            if self.root_pagerank:
+                if root_pagerank is None:
+                    raise ValueError("this NSM reads root_pagerank for every graph")
+                parts.append(torch.log1p(root_pagerank.to(readout.dtype)))
             readout = torch.cat(parts, dim=1)
         logits = self.classifier(readout)
 

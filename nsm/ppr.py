@@ -79,6 +79,77 @@ def personalized_pagerank(
     return out
 
 
+def pagerank_matrix(facts: Tensor, num_entities: int, alpha: float = DEFAULT_ALPHA) -> Tensor:
+    r"""``[num_entities, num_entities]`` float64: row ``s`` is the PPR vector of ``s``
+    (:func:`personalized_pagerank` from every entity), as :math:`\alpha (I - (1 - \alpha) P)^{-1}`.
+
+    One dense inverse: exact, and on GraIL's graphs (at most about 5,000 entities) several times faster
+    than power iteration from every source."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n = num_entities
+    ends = (torch.cat([facts[:, 0], facts[:, 2]]), torch.cat([facts[:, 2], facts[:, 0]]))
+    system = torch.zeros(n, n, dtype=torch.float64).index_put_(
+        ends, torch.ones(2 * facts.shape[0], dtype=torch.float64), accumulate=True
+    )
+    system.div_(system.sum(1, keepdim=True).clamp(min=1.0)).mul_(alpha - 1.0)  # -(1 - alpha) P, in place
+    system.diagonal().add_(1.0)
+    return torch.linalg.inv(system).mul_(alpha)
+
+
+def root_pagerank(
+    facts: Tensor, num_entities: int, targets: Tensor, left_out: Tensor, alpha: float = DEFAULT_ALPHA,
+    matrix: Tensor | None = None,
+) -> Tensor:
+    r"""``[T, 2]`` float64: :math:`(\pi_h(t), \pi_t(h))` of each target ``(h, r, t)`` on the graph of
+    ``facts`` without the fact ``left_out[i]`` (a row of ``facts``, or -1 for none).
+
+    A training fact is scored as a test triple is, in a graph that lacks it: with the fact in the
+    graph, its two roots are neighbours and PageRank says so. Removing the fact :math:`(a, b)` changes
+    rows :math:`a` and :math:`b` of :math:`P` only, a rank-2 update :math:`P' = P + e_a u + e_b v`, so
+    by Woodbury, with :math:`\Pi` the PPR matrix of the whole graph (``matrix``, computed when not
+    given), :math:`K = \tfrac{1 - \alpha}{\alpha} \Pi [e_a, e_b]` and :math:`R = [u; v]`:
+
+    .. math::
+        \Pi' = \Pi + K (I_2 - R K)^{-1} R \Pi
+
+    and each entry needs only entries of :math:`\Pi`, as :math:`P \Pi = (\Pi - \alpha I) / (1 - \alpha)`
+    gives every product with a row of :math:`P`: O(1) per target after one :func:`pagerank_matrix`.
+    Targets are never self loops; a left-out self loop is not removed.
+    """
+    pi = pagerank_matrix(facts, num_entities, alpha) if matrix is None else matrix
+    head, tail = targets[:, 0], targets[:, 2]
+    scores = torch.stack([pi[head, tail], pi[tail, head]], dim=1)
+    rows = torch.nonzero(left_out >= 0).view(-1)
+    if not rows.numel():
+        return scores
+    a, b = facts[left_out[rows], 0], facts[left_out[rows], 2]
+    rows, a, b = rows[a != b], a[a != b], b[a != b]
+    degree = torch.zeros(num_entities, dtype=torch.float64)
+    degree.index_add_(0, torch.cat([facts[:, 0], facts[:, 2]]), torch.ones(2 * facts.shape[0], dtype=torch.float64))
+
+    def changed_row_dot(end: Tensor, other: Tensor, column: Tensor) -> Tensor:
+        # (P'[end] - P[end]) . pi[:, column], where `end` loses one fact to `other`
+        restart = (end == column).to(torch.float64) * alpha  # alpha * bool would be float32
+        walk = (pi[end, column] - restart) / (1.0 - alpha)  # (P pi)[end, column]
+        return torch.where(
+            degree[end] > 1, (walk - pi[other, column]) / (degree[end] - 1.0).clamp(min=1.0), -pi[other, column]
+        )
+
+    def r_dot(column: Tensor) -> Tensor:  # R pi[:, column], [n, 2]
+        return torch.stack([changed_row_dot(a, b, column), changed_row_dot(b, a, column)], dim=1)
+
+    scale = (1.0 - alpha) / alpha
+    rk = scale * torch.stack([r_dot(a), r_dot(b)], dim=2)  # [n, 2 (u, v), 2 (columns a, b)]
+    capacitance = torch.eye(2, dtype=torch.float64) - rk
+    h, t = head[rows], tail[rows]
+    for column, (source, target) in enumerate(((h, t), (t, h))):
+        k = scale * torch.stack([pi[source, a], pi[source, b]], dim=1)  # K[source, :]
+        update = torch.linalg.solve(capacitance, r_dot(target).unsqueeze(2)).squeeze(2)
+        scores[rows, column] += (k * update).sum(1)
+    return scores.clamp_(min=0.0)  # an update that cancels the whole score leaves rounding either side of 0
+
+
 class _Table:
     """PPR rows of a set of sources, looked up by entity."""
 
@@ -171,9 +242,11 @@ __all__ = [
     "DEFAULT_ALPHA",
     "evaluate",
     "metrics",
+    "pagerank_matrix",
     "personalized_pagerank",
     "ppr_shortcut",
     "ranking_scores",
+    "root_pagerank",
     "scores",
     "triple_scores",
 ]

@@ -99,6 +99,7 @@ def forward(model: NSM, batch: Batch | PackedBatch) -> NSMOutput:
         batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=batch.num_graphs,
         head_index=batch.head_index, tail_index=batch.tail_index, relation=batch.relation,
         root_relations=batch.root_relations if model.num_root_features else None,
+        root_pagerank=batch.root_pagerank if model.root_pagerank else None,
     )
 
 

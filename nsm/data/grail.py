@@ -102,7 +102,7 @@ DEFAULT_MAX_NODES = 200
 DEFAULT_NUM_CANDIDATES = 50  # GraIL's ranking protocol
 DEFAULT_VAL_QUERIES = 100
 
-_FORMAT = 3  # bump when the processed payload or anything that decides its content changes
+_FORMAT = 4  # bump when the processed payload or anything that decides its content changes
 _DOWNLOAD_TIMEOUT_S = 60.0
 
 # sha256 of every file, "<folder>/<file>" -> hex digest (kkteru/grail at COMMIT).
@@ -619,7 +619,9 @@ class GrailData:
     Each ``PackedGraphs`` holds one graph per triple of the matching protocol tensor, in the same
     order (ranking tensors flattened, ``[2, Q, C, 3] -> [2 * Q * C]``, so scores ``.view(2 * Q, C)``
     have the true triple in column 0). Graph attributes: ``head_index``, ``tail_index`` (local node
-    index of the roots), ``relation`` (query relation id); ``y`` is 1 for a true triple, else 0.
+    index of the roots), ``relation`` (query relation id), ``root_relations``
+    (:func:`root_relation_counts`), ``root_pagerank`` (:func:`nsm.ppr.root_pagerank` on the whole graph,
+    times its entity count); ``y`` is 1 for a true triple, else 0.
     """
 
     name: str
@@ -752,9 +754,15 @@ def _extract_all(protocol: GrailProtocol, hops: int, max_nodes: int) -> dict[str
         "test": (protocol.test_graph, n_test, protocol.test_auc, GrailProtocol.auc_labels(protocol.test_auc)),
         "test_ranking": (protocol.test_graph, n_test, *_flat_ranking(protocol.test_ranking)),
     }
+    # Imported here: nsm.ppr scores the protocol this module defines.
+    from nsm.ppr import pagerank_matrix
+
     with one_thread():
+        pagerank = {"train": pagerank_matrix(protocol.train_graph, n_train),
+                    "test": pagerank_matrix(protocol.test_graph, n_test)}
         return {
-            part: _pack(graph, n, targets, labels, protocol.num_relations, hops, max_nodes, source.get(part))
+            part: _pack(graph, n, targets, labels, protocol.num_relations, hops, max_nodes, source.get(part),
+                        pagerank["test" if part.startswith("test") else "train"])
             for part, (graph, n, targets, labels) in jobs.items()
         }
 
@@ -767,11 +775,14 @@ def _flat_ranking(ranking: Tensor) -> tuple[Tensor, Tensor]:
 
 def _pack(
     graph: Tensor, num_entities: int, targets: Tensor, labels: Tensor, num_relations: int, hops: int, max_nodes: int,
-    source_fact: Tensor | None = None,
+    source_fact: Tensor | None = None, pagerank: Tensor | None = None,
 ) -> tuple[PackedGraphs, Tensor]:
     """Every target's enclosing subgraph, packed. ``source_fact[i]`` is the fact of ``graph`` that
     target ``i`` was made from (default: the target itself where the graph holds it): the roots'
-    relation counts leave it out."""
+    relation counts and PageRank leave it out. ``pagerank`` is ``graph``'s PPR matrix, computed when
+    not given."""
+    from nsm.ppr import root_pagerank
+
     fact_keys = torch.from_numpy(_keys(graph, num_entities, num_relations))
     key_of_fact = (graph[:, 0] * num_relations + graph[:, 1]) * num_entities + graph[:, 2]
     fact_by_key = torch.argsort(key_of_fact)
@@ -781,6 +792,7 @@ def _pack(
     target_fact = torch.where(held, fact_by_key[pos], -1)
     sub = extract(graph, num_entities, targets, target_fact, hops, max_nodes)
     count = targets.shape[0]
+    left_out = target_fact if source_fact is None else source_fact
     packed = PackedGraphs(
         x=sub.x,
         edge_index=sub.edge_index,
@@ -793,8 +805,10 @@ def _pack(
             "head_index": torch.zeros(count, dtype=torch.long),  # extraction puts the head first
             "tail_index": torch.ones(count, dtype=torch.long),
             "relation": targets[:, 1].clone(),
-            "root_relations": root_relation_counts(graph, num_entities, num_relations, targets,
-                                                   target_fact if source_fact is None else source_fact),
+            "root_relations": root_relation_counts(graph, num_entities, num_relations, targets, left_out),
+            # relative to the uniform 1 / n, so that graphs of different sizes read alike
+            "root_pagerank": (num_entities * root_pagerank(graph, num_entities, targets, left_out,
+                                                           matrix=pagerank)).float(),
         },
     )
     return packed, sub.uncapped_nodes

@@ -47,8 +47,9 @@ def test_holds_values_finds_the_baseline_in_a_config_read_back_from_json():
 def test_switch_keys_take_booleans_only():
     assert TrainConfig.from_dict({"root_context": False, "train_pathless_facts": True}).root_context is False
     assert TrainConfig.from_dict({"root_proximity": True}).root_proximity is True
+    assert TrainConfig.from_dict({"root_pagerank": True}).root_pagerank is True
     for value in (0, 1, "false", None):
-        for key in ("root_context", "train_pathless_facts", "root_proximity"):
+        for key in ("root_context", "train_pathless_facts", "root_proximity", "root_pagerank"):
             with pytest.raises(ConfigError, match=f"{key} must be bool"):
                 TrainConfig.from_dict({key: value})
 

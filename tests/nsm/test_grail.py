@@ -447,6 +447,31 @@ def test_root_relations_count_every_fact_of_a_root_but_the_one_the_target_came_f
         assert context[0, r] == full[r] - 1 and context[0, 3 * R + r] == full[3 * R + r] - 1
 
 
+@pytest.mark.parametrize("part", ["train", "valid", "valid_ranking", "test", "test_ranking"])
+def test_root_pagerank_is_the_shortcut_on_the_graph_the_target_is_scored_on(tiny_data, part):
+    from nsm import ppr
+
+    p = tiny_data.protocol
+    packed = getattr(tiny_data, part)
+    targets = {"train": p.train_targets, "valid": p.valid_auc, "valid_ranking": p.valid_ranking.reshape(-1, 3),
+               "test": p.test_auc, "test_ranking": p.test_ranking.reshape(-1, 3)}[part]
+    graph, n = (p.test_graph, len(p.test_entities)) if part.startswith("test") else (p.train_graph, len(p.train_entities))
+    got = packed.graph_attrs["root_pagerank"]
+    assert got.dtype == torch.float32 and got.shape == (len(packed), 2)
+    if part == "train":  # each fact and its corruption on the graph without that fact
+        facts = torch.arange(graph.shape[0])
+        expected = ppr.root_pagerank(graph, n, targets, torch.cat([facts, facts]))
+        heads, tails = targets[:, 0], targets[:, 2]
+        with_fact = ppr.pagerank_matrix(graph, n)
+        assert (got[: len(facts), 0] < n * with_fact[heads, tails][: len(facts)]).all()
+    else:  # the triples are not in their graph: PageRank on the whole of it, from either root
+        rows = torch.arange(len(targets))
+        from_head = ppr.personalized_pagerank(graph, n, targets[:, 0])[rows, targets[:, 2]]
+        from_tail = ppr.personalized_pagerank(graph, n, targets[:, 2])[rows, targets[:, 0]]
+        expected = torch.stack([from_head, from_tail], dim=1)
+    assert torch.allclose(got.double(), n * expected, rtol=1e-5, atol=1e-7)
+
+
 def test_root_relations_of_a_self_loop_fact_leave_it_out_of_all_four_blocks():
     facts = torch.tensor([[0, 1, 0], [0, 1, 2], [2, 0, 0], [1, 1, 0]])  # (0, r1, 0) is a self-loop fact
     targets = torch.tensor([[0, 1, 0], [2, 1, 1]])

@@ -53,6 +53,7 @@ def test_train_writes_ranking_metrics_and_the_shortcut(tiny_split, tmp_path):
     assert best["model_args"]["num_query_relations"] == 4
     assert best["model_args"]["num_root_features"] == 8  # per root: 4 relations out, 4 in
     assert "root_proximity" not in best["model_args"]  # off by default, and absent as in earlier checkpoints
+    assert "root_pagerank" not in best["model_args"]
 
 
 def test_scores_read_the_roots_relation_context(tiny_split):
@@ -106,7 +107,7 @@ def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "nsm.train", "--domain", "WN18RR_v1", "--epochs", "1", "--hidden-dim", "16",
          "--root-context", "false", "--train-pathless-facts", "False", "--root-proximity", "true",
-         "--out", str(tmp_path / "cli")],
+         "--root-pagerank", "true", "--out", str(tmp_path / "cli")],
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -115,7 +116,9 @@ def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     assert best["model_args"]["num_root_features"] == 0
     assert not any(name.startswith("root_encoder") for name in best["model"])
     assert best["model_args"]["root_proximity"] is True
-    assert load_model(best)[0].classifier[0].in_features == 5 * 16 + 9  # readout, roots, relation, 3 x 3 walks
+    assert best["model_args"]["root_pagerank"] is True
+    # readout, roots, relation, 3 x 3 walks, PageRank either way
+    assert load_model(best)[0].classifier[0].in_features == 5 * 16 + 9 + 2
     config = TrainConfig.from_dict({**best["config"], "data_root": tiny_split})
     assert len(nsm_train._LinkWorkload(config, torch.device("cpu"))._train) == len(data.training_pairs_with_paths())
     assert len(nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split), torch.device("cpu"))._train) \
@@ -191,7 +194,8 @@ def test_renaming_every_entity_leaves_each_score_unchanged(tmp_path, monkeypatch
     packed_b, _ = grail._pack(b.test_graph, len(b.test_entities), targets_b, labels, b.num_relations, 3, 200)
     for pool_ratio in (1.0, 0.5):
         torch.manual_seed(0)
-        config = TrainConfig(domain="WN18RR_v1", hidden_dim=16, num_bases=4, pool_ratio=pool_ratio, root_proximity=True)
+        config = TrainConfig(domain="WN18RR_v1", hidden_dim=16, num_bases=4, pool_ratio=pool_ratio, root_proximity=True,
+                             root_pagerank=True)
         model = NSM(**model_args(config, 8, a.num_relations, link_prediction=True)).eval()
         with torch.no_grad():
             scores = [link_scores(nsm_train.forward(model, p.batch(range(len(p)))).logits) for p in (packed_a, packed_b)]

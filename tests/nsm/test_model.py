@@ -275,3 +275,23 @@ def test_root_proximity_reaches_the_score_and_takes_no_gradient():
                           num_graphs=4, **inputs)
     torch.testing.assert_close(plain.logits, plain_doubled.logits)
     assert not root_proximity(batch.edge_index, batch.num_nodes, first, first + 1).requires_grad
+
+
+def test_root_pagerank_reaches_the_score_and_is_required_when_read():
+    batch = _toy_graphs(num_graphs=4, seed=6)
+    first = batch.ptr[:-1]
+    inputs = dict(head_index=first, tail_index=first + 1, relation=torch.zeros(4, dtype=torch.long))
+    torch.manual_seed(0)
+    model = NSM(num_node_features=5, num_relations=4, hidden_dim=16, num_query_relations=4, root_pagerank=True).eval()
+    assert model.classifier[0].in_features == 5 * 16 + 2
+    graphs = (batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
+    pagerank = torch.tensor([[0.5, 0.4], [3.0, 2.0], [0.0, 0.0], [1.0, 1.0]])
+    out = model(*graphs, num_graphs=4, root_pagerank=pagerank, **inputs)
+    changed = pagerank.clone()
+    changed[1] = 0.0
+    again = model(*graphs, num_graphs=4, root_pagerank=changed, **inputs)
+    # Graph 1's input alone changed, and so does its score alone: the input is per graph.
+    moved = ~torch.isclose(out.logits, again.logits).all(dim=1)
+    assert moved.tolist() == [False, True, False, False]
+    with pytest.raises(ValueError, match="root_pagerank"):
+        model(*graphs, num_graphs=4, **inputs)

@@ -36,10 +36,45 @@ def test_pagerank_equals_its_closed_form():
     got = ppr.personalized_pagerank(facts, n, sources, alpha=0.15)
     expected = _closed_form(facts, n, 0.15)[sources]
     assert torch.allclose(got, expected, atol=1e-10)
+    assert torch.allclose(ppr.pagerank_matrix(facts, n, alpha=0.15), _closed_form(facts, n, 0.15), atol=1e-12)
     assert got[3, 27] == pytest.approx(0.15) and float(got[3].sum()) == pytest.approx(0.15)  # isolated source
     # Reversibility of the walk on an undirected graph: d_s pi_s(t) = d_t pi_t(s).
     degree = torch.bincount(torch.cat([facts[:, 0], facts[:, 2]]), minlength=n).double()
     assert float(degree[0] * got[0, 4]) == pytest.approx(float(degree[4] * got[2, 0]), rel=1e-8)
+
+
+def test_root_pagerank_is_pagerank_on_the_graph_without_the_left_out_fact():
+    g = torch.Generator().manual_seed(1)
+    n = 24
+    facts = torch.stack([torch.randint(0, 18, (40,), generator=g), torch.randint(0, 3, (40,), generator=g),
+                         torch.randint(0, 18, (40,), generator=g)], 1)
+    facts = facts[facts[:, 0] != facts[:, 2]]
+    special = torch.tensor([
+        [18, 0, 19],  # a fact alone: both ends lose their only neighbour
+        [20, 1, 5],  # a leaf: 20 loses its only neighbour
+        [21, 0, 22], [22, 2, 21],  # two facts between the same pair, either way: one stays
+    ])
+    facts = torch.cat([facts, special])
+    m = facts.shape[0]
+    # every fact, then a corruption of it that keeps the head, each leaving that fact out; then two
+    # triples scored on the whole graph
+    corruptions = facts.clone()
+    corruptions[:, 2] = (facts[:, 2] + 7) % n
+    targets = torch.cat([facts, corruptions, torch.tensor([[0, 0, 23], [21, 1, 22]])])
+    left_out = torch.cat([torch.arange(m), torch.arange(m), torch.tensor([-1, -1])])
+    got = ppr.root_pagerank(facts, n, targets, left_out)
+    assert got.shape == (2 * m + 2, 2) and got.dtype == torch.float64
+    whole = _closed_form(facts, n, ppr.DEFAULT_ALPHA)
+    for i, (h, _, t) in enumerate(targets.tolist()):
+        if left_out[i] >= 0:
+            keep = torch.arange(m) != left_out[i]
+            pi = _closed_form(facts[keep], n, ppr.DEFAULT_ALPHA)
+        else:
+            pi = whole
+        assert got[i].tolist() == pytest.approx([float(pi[h, t]), float(pi[t, h])], abs=1e-10), i
+    # Left out, a fact's two ends read as a test triple's do: far less linked than with the fact.
+    assert (got[:m, 0] < whole[facts[:, 0], facts[:, 2]]).all()
+    assert got[m - 4].tolist() == pytest.approx([0.0, 0.0], abs=1e-10) and (got >= 0).all()  # the lone fact: nothing links its ends without it
 
 
 @pytest.fixture
