@@ -35,7 +35,7 @@ def test_default_space_searches_the_grail_switches_on_splits_only():
     for split in ("WN18RR_v1", "nell_v4"):
         space = load_space(DEFAULT_SPACE, split)
         assert searched_keys(space) == ["lr", "cycle_weight", "batch_size", "root_context", "train_pathless_facts",
-                                        "root_proximity"]
+                                        "root_proximity", "root_pagerank"]
         assert sorted(space["root_context"].categories) == [False, True]
     assert "root_context" not in load_space(DEFAULT_SPACE, "kg")
 
