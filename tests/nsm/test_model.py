@@ -255,11 +255,16 @@ def test_root_proximity_counts_walks_and_their_probabilities_in_each_graph():
     assert features[:3].gt(0).any()  # the toy graphs link their roots, so the comparison can fail
 
 
-def test_root_proximity_reaches_the_score_and_takes_no_gradient():
-    batch = _toy_graphs(num_graphs=4, seed=5)
+def _four_link_graphs(seed: int) -> tuple[Batch, torch.Tensor, dict[str, torch.Tensor]]:
+    """Four toy graphs as link targets: each graph's first two nodes are its roots, relation 0."""
+    batch = _toy_graphs(num_graphs=4, seed=seed)
     first = batch.ptr[:-1]
-    inputs = dict(head_index=first, tail_index=first + 1, relation=torch.zeros(4, dtype=torch.long))
     torch.manual_seed(0)
+    return batch, first, dict(head_index=first, tail_index=first + 1, relation=torch.zeros(4, dtype=torch.long))
+
+
+def test_root_proximity_reaches_the_score_and_takes_no_gradient():
+    batch, first, inputs = _four_link_graphs(seed=5)
     model = NSM(num_node_features=5, num_relations=4, hidden_dim=16, num_query_relations=4, root_proximity=True).eval()
     assert model.classifier[0].in_features == 5 * 16 + 3 * PROXIMITY_STEPS
     out = model(batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch, num_graphs=4, **inputs)
@@ -278,10 +283,7 @@ def test_root_proximity_reaches_the_score_and_takes_no_gradient():
 
 
 def test_root_pagerank_reaches_the_score_and_is_required_when_read():
-    batch = _toy_graphs(num_graphs=4, seed=6)
-    first = batch.ptr[:-1]
-    inputs = dict(head_index=first, tail_index=first + 1, relation=torch.zeros(4, dtype=torch.long))
-    torch.manual_seed(0)
+    batch, _, inputs = _four_link_graphs(seed=6)
     model = NSM(num_node_features=5, num_relations=4, hidden_dim=16, num_query_relations=4, root_pagerank=True).eval()
     assert model.classifier[0].in_features == 5 * 16 + 2
     graphs = (batch.x, batch.edge_index, batch.edge_type, batch.edge_attr, batch.batch)
