@@ -124,9 +124,9 @@ def root_pagerank(
     if not rows.numel():
         return scores
     a, b = facts[left_out[rows], 0], facts[left_out[rows], 2]
-    rows, a, b = rows[a != b], a[a != b], b[a != b]
-    degree = torch.zeros(num_entities, dtype=torch.float64)
-    degree.index_add_(0, torch.cat([facts[:, 0], facts[:, 2]]), torch.ones(2 * facts.shape[0], dtype=torch.float64))
+    removable = a != b
+    rows, a, b = rows[removable], a[removable], b[removable]
+    degree = torch.bincount(torch.cat([facts[:, 0], facts[:, 2]]), minlength=num_entities).double()
 
     def changed_row_dot(end: Tensor, other: Tensor, column: Tensor) -> Tensor:
         # (P'[end] - P[end]) . pi[:, column], where `end` loses one fact to `other`
