@@ -22,14 +22,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from analysis import _cli
 from analysis.errors import AnalysisError
-from search.wandb_offline import offline_runs, read_wandb_records, run_steps
+from search.wandb_offline import offline_runs, run_steps
 
 TRIAL_DIR_PREFIX = "trial_"
 WANDB_DIR = "wandb"
