@@ -121,7 +121,7 @@ def link_prediction_test(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
     try:
         model, config = load_model(checkpoint)
-        data = load_link_data(config.domain, config.data_root)
+        data = load_link_data(config.domain, config.data_root, config.train_corruptions)
     except ConfigError as error:
         raise AnalysisError(str(error)) from None
     tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, _model_device(model))

@@ -24,6 +24,9 @@ from nsm.files import write_json, write_text
 PROJECT_NAME = "nsm-search"
 """The distribution's name; also the default W&B project and the name of the cache directories."""
 
+MAX_TRAIN_CORRUPTIONS = 64
+"""The most corruptions per training fact a GraIL split is extracted with (``train_corruptions``)."""
+
 BASELINE = {"lr": 1e-4, "cycle_weight": 0.01, "batch_size": 64}
 """The research code's default config: every search evaluates it first and reports the gain over it."""
 
@@ -65,6 +68,9 @@ class TrainConfig:
     root_pagerank: bool = _key(False, "GraIL splits: the classifier also reads the Personalized PageRank between the roots "
                                       "on the whole graph, either way (the shortcut's own score; a training fact is scored "
                                       "on the graph without it)")
+    train_corruptions: int = _key(1, "GraIL splits: corruptions drawn per training fact, k; epoch e trains on every fact "
+                                     "and its ((e - 1) mod k)-th corruption, so the model meets k different negatives "
+                                     "per fact at the cost per epoch of one (extraction and memory grow with k)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -102,6 +108,8 @@ class TrainConfig:
             (self.num_graphs >= 1, f"num_graphs must be >= 1, got {self.num_graphs}"),
             (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (1 <= self.train_corruptions <= MAX_TRAIN_CORRUPTIONS,
+             f"train_corruptions must be in [1, {MAX_TRAIN_CORRUPTIONS}], got {self.train_corruptions}"),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"device: unknown device {self.device!r}"),
         ]
         for ok, message in checks:

@@ -300,7 +300,7 @@ class _GraphWorkload:
         self._parts = {part: _pack(graphs, device) for part, graphs in
                        (("train", self.data.train), ("val", self.data.val), ("test", self.data.test))}
 
-    def train_batches(self, order: torch.Generator) -> Iterable[PackedBatch]:
+    def train_batches(self, order: torch.Generator, epoch: int) -> Iterable[PackedBatch]:
         train = self._parts["train"]
         # The permutation PyG's DataLoader(shuffle=True, generator=order) draws.
         return train.batches(self.config.batch_size, torch.randperm(len(train), generator=order)) if train else ()
@@ -323,17 +323,18 @@ GRAIL_DATA_SEED = 0
 """The seed of every GraIL split's corruptions and candidate lists: fixed, so that runs with different
 ``seed`` values, searches and the PPR shortcut are all scored on the same candidates."""
 
-_LINK_DATA: dict[tuple[str, str | None], Any] = {}  # one load per process: a Ray worker that runs several trials reads the cache once
+_LINK_DATA: dict[tuple[str, str | None, int], Any] = {}  # one load per process: a Ray worker that runs several trials reads the cache once
 
 
-def load_link_data(domain: str, data_root: str | None = None) -> Any:
+def load_link_data(domain: str, data_root: str | None = None, train_corruptions: int = 1) -> Any:
     """The GraIL split ``domain`` with every enclosing subgraph (``nsm.data.grail.GrailData``), loaded
-    once per process (the disk cache makes the first load of a process fast too)."""
+    once per process (the disk cache makes the first load of a process fast too). Validation and
+    test are the same whatever ``train_corruptions``."""
     from nsm.data.grail import load_grail
 
-    key = (domain, data_root)
+    key = (domain, data_root, train_corruptions)
     if key not in _LINK_DATA:
-        _LINK_DATA[key] = load_grail(domain, data_root, seed=GRAIL_DATA_SEED)
+        _LINK_DATA[key] = load_grail(domain, data_root, seed=GRAIL_DATA_SEED, train_corruptions=train_corruptions)
     return _LINK_DATA[key]
 
 
@@ -343,7 +344,7 @@ class _LinkWorkload:
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.config = config
         self.task = task_of(config.domain)
-        self.data = load_link_data(config.domain, config.data_root)
+        self.data = load_link_data(config.domain, config.data_root, config.train_corruptions)
         self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
         self.link_prediction = True
         self._eval_batch = max(config.batch_size, 256)
@@ -354,8 +355,17 @@ class _LinkWorkload:
             "test": (self.data.test.to(device), self.data.test_ranking.to(device)),
         }
 
-    def train_batches(self, order: torch.Generator) -> Iterable[PackedBatch]:
-        return self._train.batches(self.config.batch_size, torch.randperm(len(self._train), generator=order))
+    def epoch_pairs(self, epoch: int) -> torch.Tensor:
+        """Indices into the training graphs of epoch ``epoch`` (from 1): every fact, then its corruption of
+        block ``(epoch - 1) mod K``. With one block that is every training graph, in stored order."""
+        corruptions = self.data.train_corruptions
+        facts = len(self._train) // (1 + corruptions)
+        block = 1 + (epoch - 1) % corruptions
+        return torch.cat([torch.arange(facts), torch.arange(block * facts, (block + 1) * facts)])
+
+    def train_batches(self, order: torch.Generator, epoch: int) -> Iterable[PackedBatch]:
+        pairs = self.epoch_pairs(epoch)
+        return self._train.batches(self.config.batch_size, pairs[torch.randperm(len(pairs), generator=order)])
 
     def evaluate(self, model: NSM, part: str, device: torch.device) -> dict[str, float]:
         pairs, ranking = self._parts[part]
@@ -476,7 +486,7 @@ def _train_epoch(run: _Run, work: _GraphWorkload | _LinkWorkload, epoch: int, de
     config, model, optimizer = run.config, run.model, run.optimizer
     torch.manual_seed(_epoch_seed(config.seed, epoch))
     order = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-    loader = work.train_batches(order)
+    loader = work.train_batches(order, epoch)
     model.train()
     sums = _EpochSums()
     on_device = torch.zeros(3, dtype=torch.float64, device=device)  # task loss, cycle loss, correct

@@ -157,11 +157,21 @@ def _prepare_data(plans: list[_ExperimentPlan]) -> None:
         if plan.param_space is None or not is_link_prediction(plan.domain):
             continue
         data_root = plan.param_space.get("data_root")
-        started = time.perf_counter()
-        print(f"preparing {plan.domain}'s enclosing subgraphs ...", flush=True)
-        data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None)
-        print(f"{plan.domain}: {sum(len(getattr(data, part)) for part in ('train', 'valid', 'valid_ranking', 'test', 'test_ranking'))} "
-              f"subgraphs ready in {time.perf_counter() - started:.1f} s")
+        for corruptions in _train_corruptions_values(plan.param_space.get("train_corruptions", 1)):
+            started = time.perf_counter()
+            per_fact = "" if corruptions == 1 else f" ({corruptions} corruptions per training fact)"
+            print(f"preparing {plan.domain}'s enclosing subgraphs{per_fact} ...", flush=True)
+            data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None, corruptions)
+            print(f"{plan.domain}: {sum(len(getattr(data, part)) for part in ('train', 'valid', 'valid_ranking', 'test', 'test_ranking'))} "
+                  f"subgraphs ready in {time.perf_counter() - started:.1f} s")
+
+
+def _train_corruptions_values(value: Any) -> list[int]:
+    """Every ``train_corruptions`` a space can give a trial: a constant, or a choice's values (each one
+    is a separate extraction). A range is not prepared: its trials extract what they draw."""
+    if type(value) is int:
+        return [value]
+    return sorted({v for v in getattr(value, "categories", ()) if type(v) is int})
 
 
 def _check_metric(metric: str, domain: str | None = None) -> None:

@@ -20,7 +20,9 @@ The task (``grail_protocol``), as GraIL defines it, deterministic in ``seed``:
   too; none of the 12 published splits has one).
 - Training: the graph is ``<split>/train.txt``; its triples are the positive targets, each with one
   corruption (head or tail, with probability 1/2, replaced by a uniformly drawn entity of the
-  training graph so that the result is not a triple of the training graph and not a self-loop).
+  training graph so that the result is not a triple of the training graph and not a self-loop), or
+  with ``train_corruptions`` of them, drawn independently (the first is the same either way). The
+  trainer pairs every fact with one of them per epoch, in turn.
 - Validation: ``<split>/valid.txt`` scored against the training graph. Test: ``<split>_ind/test.txt``
   scored against the graph of ``<split>_ind/train.txt``, whose entities are new (inductive).
   Entities: those of ``<split>/{train,valid}.txt`` on the training side, of the three
@@ -52,7 +54,7 @@ Per graph the store keeps ``head_index`` and ``tail_index`` (local node indices 
 of each relation leave and enter each root, leaving out the training fact a target was made from);
 ``y`` is 1 for a true triple, 0 for a corruption. The result
 is cached in ``<root>/grail/processed/`` (keyed by split, seed, hops, max_nodes, candidates,
-validation queries and a format version; atomic writes; ``torch.load(weights_only=True)``).
+validation queries, training corruptions and a format version; atomic writes; ``torch.load(weights_only=True)``).
 
 Default ``max_nodes`` is 200 (measured with the defaults): the WN18RR subgraphs stay whole but for
 a few (v1 and v4: none of 41,256 and 173,506; v2: 4 of 89,182; v3: 591 of 129,706, the largest
@@ -84,6 +86,7 @@ from torch import Tensor
 from torch_geometric.data import download_url
 
 from nsm._threads import one_thread
+from nsm.config import MAX_TRAIN_CORRUPTIONS
 from nsm.data import _cache
 from nsm.data._subgraph import extract
 from nsm.data.packed import PackedGraphs
@@ -102,7 +105,7 @@ DEFAULT_MAX_NODES = 200
 DEFAULT_NUM_CANDIDATES = 50  # GraIL's ranking protocol
 DEFAULT_VAL_QUERIES = 100
 
-_FORMAT = 4  # bump when the processed payload or anything that decides its content changes
+_FORMAT = 5  # bump when the processed payload or anything that decides its content changes
 _DOWNLOAD_TIMEOUT_S = 60.0
 
 # sha256 of every file, "<folder>/<file>" -> hex digest (kkteru/grail at COMMIT).
@@ -372,8 +375,10 @@ class GrailProtocol:
 
     Training and validation triples index ``train_entities``; test triples index ``test_entities``.
     AUC tensors hold ``2 * P`` triples: the ``P`` true ones, then the corruption of each in the same
-    order. Ranking tensors are ``[2, Q, num_candidates, 3]``: ``[0]`` the head replaced, ``[1]``
-    the tail replaced; ``[:, q, 0]`` is the true triple of query ``q``.
+    order. ``train_targets`` holds ``(1 + train_corruptions) * E`` triples: the ``E`` facts, then
+    ``train_corruptions`` blocks of one corruption of each fact, in the same order. Ranking tensors
+    are ``[2, Q, num_candidates, 3]``: ``[0]`` the head replaced, ``[1]`` the tail replaced;
+    ``[:, q, 0]`` is the true triple of query ``q``.
     """
 
     name: str
@@ -384,7 +389,7 @@ class GrailProtocol:
     test_entities: tuple[str, ...]
     train_graph: Tensor  # [E, 3] facts of <split>/train.txt
     test_graph: Tensor  # [E', 3] facts of <split>_ind/train.txt
-    train_targets: Tensor  # [2 * E, 3]: every training fact, then its corruption
+    train_targets: Tensor  # [(1 + K) * E, 3]: every training fact, then K blocks of one corruption of each
     valid_auc: Tensor  # [2 * V, 3]
     valid_ranking: Tensor  # [2, Qv, C, 3], Qv = min(val_queries, V)
     test_auc: Tensor  # [2 * T, 3]
@@ -392,10 +397,17 @@ class GrailProtocol:
     dropped: dict[str, int] = field(default_factory=dict)  # "<folder>/<file>" -> triples with unseen relations
     # "<valid|test>_<head|tail>" -> lists that repeat corruptions because fewer than C - 1 exist
     padded_lists: dict[str, int] = field(default_factory=dict)
+    train_corruptions: int = 1  # K: corruptions drawn per training fact
 
     @property
     def num_relations(self) -> int:
         return len(self.relation_names)
+
+    def train_labels(self) -> Tensor:
+        """``[(1 + K) * E]`` labels of ``train_targets``: 1 for the facts, 0 for every corruption block."""
+        facts = self.train_targets.shape[0] // (1 + self.train_corruptions)
+        return torch.cat([torch.ones(facts, dtype=torch.long),
+                          torch.zeros(self.train_corruptions * facts, dtype=torch.long)])
 
     @staticmethod
     def auc_labels(triples: Tensor) -> Tensor:
@@ -411,11 +423,13 @@ def grail_protocol(
     seed: int = 0,
     num_candidates: int = DEFAULT_NUM_CANDIDATES,
     val_queries: int | None = DEFAULT_VAL_QUERIES,
+    train_corruptions: int = 1,
 ) -> GrailProtocol:
     """The split's graphs, targets, corruptions and candidate lists (cheap; no subgraphs)."""
     split = canonical_split(name)
     seed, num_candidates, val_queries = _check_protocol_args(seed, num_candidates, val_queries)
-    return _build_protocol(split, raw_files(split, root), seed, num_candidates, val_queries)
+    train_corruptions = _check_int(train_corruptions, "train_corruptions", 1, MAX_TRAIN_CORRUPTIONS)
+    return _build_protocol(split, raw_files(split, root), seed, num_candidates, val_queries, train_corruptions)
 
 
 def _check_int(value: Any, what: str, low: int, high: int | None = None) -> int:
@@ -455,7 +469,8 @@ def _encode(triples: list[tuple[str, str, str]], entities: dict[str, int], relat
 
 
 def _build_protocol(
-    split: str, paths: dict[str, Path], seed: int, num_candidates: int, val_queries: int | None
+    split: str, paths: dict[str, Path], seed: int, num_candidates: int, val_queries: int | None,
+    train_corruptions: int = 1,
 ) -> GrailProtocol:
     files = {rel: _read_triples(path) for rel, path in paths.items()}
     ind = f"{split}_ind"
@@ -486,11 +501,15 @@ def _build_protocol(
     )
 
     # One stream per purpose, so e.g. the test candidates do not depend on how many validation queries are ranked.
-    purposes = ("train", "valid", "subset", "valid_rank", "test", "test_rank")
+    # A new purpose goes last: the streams before it, and so every earlier target, stay as they were.
+    purposes = ("train", "valid", "subset", "valid_rank", "test", "test_rank", "train_more")
     rng = {purpose: np.random.default_rng([seed, i]) for i, purpose in enumerate(purposes)}
     positives = _without_self_loops(train_graph)
     graph_keys = _keys(train_graph, n_train, len(relations))
-    train_targets = torch.cat([positives, _corrupt(positives, n_train, len(relations), graph_keys, rng["train"], split)])
+    corruption_blocks = [_corrupt(positives, n_train, len(relations), graph_keys, rng["train"], split)]
+    corruption_blocks += [_corrupt(positives, n_train, len(relations), graph_keys, rng["train_more"], split)
+                          for _ in range(train_corruptions - 1)]
+    train_targets = torch.cat([positives, *corruption_blocks])
     valid_auc = torch.cat([valid_triples, _corrupt(valid_triples, n_train, len(relations), known_train, rng["valid"], split)])
     if val_queries is not None and val_queries < valid_triples.shape[0]:
         subset = np.sort(rng["subset"].choice(valid_triples.shape[0], size=val_queries, replace=False))
@@ -523,6 +542,7 @@ def _build_protocol(
             **{f"valid_{side}": n for side, n in valid_padded.items()},
             **{f"test_{side}": n for side, n in test_padded.items()},
         },
+        train_corruptions=train_corruptions,
     )
 
 
@@ -628,7 +648,7 @@ class GrailData:
     protocol: GrailProtocol
     hops: int
     max_nodes: int
-    train: PackedGraphs  # protocol.train_targets
+    train: PackedGraphs  # protocol.train_targets: every fact, then K blocks of corruptions
     valid: PackedGraphs  # protocol.valid_auc
     valid_ranking: PackedGraphs  # protocol.valid_ranking
     test: PackedGraphs  # protocol.test_auc
@@ -655,9 +675,15 @@ class GrailData:
     def num_candidates(self) -> int:
         return self.protocol.num_candidates
 
+    @property
+    def train_corruptions(self) -> int:
+        """K: the training graphs are every fact, then K blocks of one corruption of each fact."""
+        return self.protocol.train_corruptions
+
     def training_pairs_with_paths(self) -> PackedGraphs:
         """The training graphs without the pathless pairs: a fact whose enclosing subgraph holds no
-        fact (no path of at most ``hops`` between its head and tail but itself) and its corruption.
+        fact (no path of at most ``hops`` between its head and tail but itself) and its corruptions.
+        The result keeps ``train``'s layout: the kept facts, then K blocks of their corruptions.
 
         Such a fact gives a subgraph classifier no structure to learn from, only a positive label on
         the same empty graph most corruptions have, which teaches it to rank empty candidates high.
@@ -665,10 +691,9 @@ class GrailData:
         validation's, none of the test's), so whether to leave them out is a config key
         (``train_pathless_facts``) chosen on validation like any other.
         """
-        facts = self.protocol.train_graph.shape[0]  # train_targets: every fact, then its corruption
-        has_path = self.train.num_edges[:facts] > 0
-        kept = torch.nonzero(has_path).view(-1)
-        return self.train.subset(torch.cat([kept, kept + facts]))
+        facts = len(self.train) // (1 + self.train_corruptions)
+        kept = torch.nonzero(self.train.num_edges[:facts] > 0).view(-1)
+        return self.train.subset(torch.cat([kept + block * facts for block in range(1 + self.train_corruptions)]))
 
 
 _PARTS = ("train", "valid", "valid_ranking", "test", "test_ranking")
@@ -692,6 +717,7 @@ def load_grail(
     max_nodes: int = DEFAULT_MAX_NODES,
     num_candidates: int = DEFAULT_NUM_CANDIDATES,
     val_queries: int | None = DEFAULT_VAL_QUERIES,
+    train_corruptions: int = 1,
 ) -> GrailData:
     """Loads split ``name`` with every enclosing subgraph, from the cache or by building and caching it.
 
@@ -702,6 +728,7 @@ def load_grail(
     seed, num_candidates, val_queries = _check_protocol_args(seed, num_candidates, val_queries)
     hops = _check_int(hops, "hops", 1, 16)
     max_nodes = _check_int(max_nodes, "max_nodes", 2, 1 << 20)
+    train_corruptions = _check_int(train_corruptions, "train_corruptions", 1, MAX_TRAIN_CORRUPTIONS)
     meta: dict[str, Any] = {
         "format": _FORMAT,
         "split": split,
@@ -710,15 +737,16 @@ def load_grail(
         "max_nodes": max_nodes,
         "num_candidates": num_candidates,
         "val_queries": -1 if val_queries is None else val_queries,
+        "train_corruptions": train_corruptions,
     }
     folder = _data_root(root) / "grail" / "processed"
     path = folder / (
-        f"{split}-f{_FORMAT}-k{hops}-m{max_nodes}-c{num_candidates}-v{meta['val_queries']}-s{seed}.pt"
+        f"{split}-f{_FORMAT}-k{hops}-m{max_nodes}-c{num_candidates}-v{meta['val_queries']}-n{train_corruptions}-s{seed}.pt"
     )
     cached = _load_cached(path, meta)
     if cached is not None:
         return cached
-    protocol = _build_protocol(split, raw_files(split, root), seed, num_candidates, val_queries)
+    protocol = _build_protocol(split, raw_files(split, root), seed, num_candidates, val_queries, train_corruptions)
     start = time.perf_counter()
     parts = _extract_all(protocol, hops, max_nodes)
     stats = {
@@ -744,11 +772,12 @@ def load_grail(
 
 def _extract_all(protocol: GrailProtocol, hops: int, max_nodes: int) -> dict[str, tuple[PackedGraphs, Tensor]]:
     n_train, n_test = len(protocol.train_entities), len(protocol.test_entities)
-    train_labels = GrailProtocol.auc_labels(protocol.train_targets)
-    facts = torch.arange(protocol.train_graph.shape[0])
-    source = {"train": torch.cat([facts, facts])}  # train_targets: every fact, then its corruption
+    # train_targets: every fact (a row of train_graph that is not a self-loop), then K blocks of corruptions
+    graph = protocol.train_graph
+    facts = torch.nonzero(graph[:, 0] != graph[:, 2]).view(-1)
+    source = {"train": facts.repeat(1 + protocol.train_corruptions)}
     jobs = {
-        "train": (protocol.train_graph, n_train, protocol.train_targets, train_labels),
+        "train": (protocol.train_graph, n_train, protocol.train_targets, protocol.train_labels()),
         "valid": (protocol.train_graph, n_train, protocol.valid_auc, GrailProtocol.auc_labels(protocol.valid_auc)),
         "valid_ranking": (protocol.train_graph, n_train, *_flat_ranking(protocol.valid_ranking)),
         "test": (protocol.test_graph, n_test, protocol.test_auc, GrailProtocol.auc_labels(protocol.test_auc)),
@@ -880,6 +909,7 @@ def _load_cached(path: Path, meta: dict[str, Any]) -> GrailData | None:
             test_entities=tuple(payload["test_entities"]),
             dropped=dict(payload["dropped"]),
             padded_lists=dict(payload["padded_lists"]),
+            train_corruptions=meta["train_corruptions"],
             **{key: payload["protocol"][key] for key in _PROTOCOL_TENSORS},
         )
         parts = {part: PackedGraphs.from_dict(payload["parts"][part]) for part in _PARTS}
@@ -911,6 +941,7 @@ __all__ = [
     "DEFAULT_NUM_CANDIDATES",
     "DEFAULT_VAL_QUERIES",
     "ENV_DIR",
+    "MAX_TRAIN_CORRUPTIONS",
     "FILES",
     "GROUP",
     "GrailData",

@@ -12,7 +12,15 @@ import yaml
 
 from nsm import ConfigError
 from nsm.checkpoint import load_checkpoint, load_model
-from nsm.config import BASELINE, TrainConfig, baseline_values, holds_values, load_config_file, save_config_file
+from nsm.config import (
+    BASELINE,
+    MAX_TRAIN_CORRUPTIONS,
+    TrainConfig,
+    baseline_values,
+    holds_values,
+    load_config_file,
+    save_config_file,
+)
 from nsm.train import train
 
 SMALL = dict(num_graphs=120, hidden_dim=16, num_bases=4, epochs=1, batch_size=32, lr=3e-3)
@@ -52,6 +60,14 @@ def test_switch_keys_take_booleans_only():
         for key in ("root_context", "train_pathless_facts", "root_proximity", "root_pagerank"):
             with pytest.raises(ConfigError, match=f"{key} must be bool"):
                 TrainConfig.from_dict({key: value})
+
+
+def test_train_corruptions_is_a_small_positive_integer():
+    assert TrainConfig().train_corruptions == 1  # one corruption per fact: the earlier runs' training set
+    assert TrainConfig.from_dict({"train_corruptions": 4}).train_corruptions == 4
+    for value, message in ((0, "must be in"), (MAX_TRAIN_CORRUPTIONS + 1, "must be in"), (True, "must be int"), (2.5, "must be int")):
+        with pytest.raises(ConfigError, match=f"train_corruptions {message}"):
+            TrainConfig.from_dict({"train_corruptions": value})
 
 
 def test_baseline_values_use_the_research_defaults_and_the_config_defaults():

@@ -472,6 +472,43 @@ def test_root_pagerank_is_the_shortcut_on_the_graph_the_target_is_scored_on(tiny
     assert torch.allclose(got.double(), n * expected, rtol=1e-5, atol=1e-7)
 
 
+def test_more_training_corruptions_are_more_blocks_drawn_like_the_first(tiny_copy, tmp_path, tiny_data):
+    """``train_corruptions=3``: the facts, then three blocks of one corruption of each fact. The first block
+    is the one of a single corruption; validation and test do not change; every training graph leaves
+    out the fact it was made from, as a test triple is scored without its fact; its own cache file."""
+    from nsm import ppr
+
+    root = tmp_path / "root"
+    data = load_grail(SPLIT, root, hops=2, max_nodes=12, train_corruptions=3, **SMALL)
+    p, one = data.protocol, tiny_data.protocol
+    facts = p.train_graph.shape[0]
+    assert p.train_corruptions == data.train_corruptions == 3
+    assert p.train_targets.shape == (4 * facts, 3) and len(data.train) == 4 * facts
+    assert torch.equal(p.train_targets[: 2 * facts], one.train_targets)
+    assert torch.equal(data.train.y, torch.cat([torch.ones(facts), torch.zeros(3 * facts)]).long())
+    for part in ("valid_auc", "valid_ranking", "test_auc", "test_ranking"):
+        assert torch.equal(getattr(p, part), getattr(one, part)), part
+    for part in ("valid", "valid_ranking", "test", "test_ranking"):
+        assert torch.equal(getattr(data, part).x, getattr(tiny_data, part).x), part
+    true = set(tiny_triples()[f"{SPLIT}/train.txt"])
+    blocks = p.train_targets[facts:].view(3, facts, 3)
+    for block in blocks:
+        assert torch.equal(block[:, 1], p.train_graph[:, 1])
+        changed = (block[:, 0] != p.train_graph[:, 0]).long() + (block[:, 2] != p.train_graph[:, 2]).long()
+        assert bool((changed == 1).all()) and bool((block[:, 0] != block[:, 2]).all())
+        assert _names(p, "train", block).isdisjoint(true)
+    assert not torch.equal(blocks[1], blocks[0]) and not torch.equal(blocks[2], blocks[1])  # drawn anew
+    n = len(p.train_entities)
+    expected = ppr.root_pagerank(p.train_graph, n, p.train_targets, torch.arange(facts).repeat(4))
+    assert torch.allclose(data.train.graph_attrs["root_pagerank"].double(), n * expected, rtol=1e-5, atol=1e-7)
+    names = sorted(path.name for path in (root / "grail" / "processed").iterdir())
+    assert len(names) == 1 and "-n3-" in names[0]
+    again = load_grail(SPLIT, root, hops=2, max_nodes=12, train_corruptions=3, **SMALL)
+    assert again.train_corruptions == 3 and torch.equal(again.protocol.train_targets, p.train_targets)
+    with pytest.raises(nsm.ConfigError, match="train_corruptions"):
+        load_grail(SPLIT, root, train_corruptions=0)
+
+
 def test_root_relations_of_a_self_loop_fact_leave_it_out_of_all_four_blocks():
     facts = torch.tensor([[0, 1, 0], [0, 1, 2], [2, 0, 0], [1, 1, 0]])  # (0, r1, 0) is a self-loop fact
     targets = torch.tensor([[0, 1, 0], [2, 1, 1]])
@@ -546,7 +583,7 @@ def test_second_load_comes_from_the_cache(tiny_copy, tmp_path):
     root = tmp_path / "root"
     first = load_grail(SPLIT, root, hops=2, **SMALL)
     files = list((root / "grail" / "processed").iterdir())
-    assert len(files) == 1 and files[0].name.startswith(f"{SPLIT}-f") and "-k2-m200-c8-v6-s0" in files[0].name
+    assert len(files) == 1 and files[0].name.startswith(f"{SPLIT}-f") and "-k2-m200-c8-v6-n1-s0" in files[0].name
     # The cache alone is enough now: the source files are gone.
     for path in tiny_copy.rglob("*.txt"):
         path.unlink()

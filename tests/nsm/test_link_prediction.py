@@ -101,6 +101,34 @@ def test_pathless_pairs_leave_training_together(tiny_split):
     assert ((positives[:, 0] == corruptions[:, 0]) | (positives[:, 2] == corruptions[:, 2])).all()
 
 
+@pytest.mark.parametrize("pathless_facts", [True, False])
+def test_each_epoch_pairs_every_fact_with_its_next_corruption(tiny_split, pathless_facts):
+    """``train_corruptions=3``: epoch e trains on every fact and its corruption of block (e - 1) mod 3, once
+    each, at the cost of one block; the order is the epoch's. One corruption: every graph, as before."""
+    cpu = torch.device("cpu")
+    config = TrainConfig(domain="WN18RR_v1", data_root=tiny_split, batch_size=16, train_corruptions=3,
+                         train_pathless_facts=pathless_facts)
+    work = nsm_train._LinkWorkload(config, cpu)
+    data = work.data
+    train = data.train if pathless_facts else data.training_pairs_with_paths()
+    facts = len(train) // 4
+    assert work._train.num_graphs == 4 * facts and facts > 0
+    for epoch, block in zip(range(1, 6), (1, 2, 3, 1, 2)):
+        pairs = work.epoch_pairs(epoch)
+        assert torch.equal(pairs, torch.cat([torch.arange(facts), torch.arange(block * facts, (block + 1) * facts)]))
+        batches = list(work.train_batches(torch.Generator().manual_seed(epoch), epoch))
+        assert sum(batch.num_graphs for batch in batches) == 2 * facts
+        seen = torch.cat([batch.root_pagerank for batch in batches])
+        wanted = train.graph_attrs["root_pagerank"][pairs]
+        assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, wanted.tolist()))
+        assert torch.cat([batch.y for batch in batches]).sum() == facts
+        # a corruption keeps its fact's relation and one root: the pairs are aligned
+        relation = train.graph_attrs["relation"]
+        assert torch.equal(relation[:facts], relation[block * facts:(block + 1) * facts])
+    single = nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split), cpu)
+    assert all(torch.equal(single.epoch_pairs(epoch), torch.arange(len(single._train))) for epoch in (1, 2, 7))
+
+
 def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "NSM_DATA_DIR": tiny_split}
     data = nsm_train.load_link_data("WN18RR_v1", tiny_split)  # the tiny copy's checksums live in this process
@@ -128,8 +156,10 @@ def test_switch_keys_reach_the_model_and_the_training_set(tiny_split, tmp_path):
     assert bad.returncode == 2 and "argument --root-context: invalid boolean value: 'maybe'" in bad.stderr
 
 
-def test_resume_replays_the_uninterrupted_run(tiny_split, tmp_path):
-    config = TrainConfig(domain="WN18RR_v1", data_root=tiny_split, **{**TINY, "epochs": 3})
+@pytest.mark.parametrize("train_corruptions", [1, 2])
+def test_resume_replays_the_uninterrupted_run(tiny_split, tmp_path, train_corruptions):
+    config = TrainConfig(domain="WN18RR_v1", data_root=tiny_split, train_corruptions=train_corruptions,
+                         **{**TINY, "epochs": 3})
     whole = train(config, tmp_path / "whole")
     first = train(TrainConfig(**{**config.to_dict(), "epochs": 3}), tmp_path / "part", on_epoch=lambda end: end.metrics["epoch"] >= 1)
     assert first["status"] == "stopped"

@@ -29,6 +29,7 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
           grail:
             data_root: {data_root}
             root_context: {{type: choice, values: [true, false]}}
+            train_corruptions: {{type: choice, values: [1, 2]}}
     """))
     code = main(["--domain", "wn18rr_v1", "--space", str(space), "--storage-path", str(tmp_path / "ray"),
                  "--name", "lp", "--num-samples", "2", "--max-epochs", "2", "--cpus-per-trial", "1",
@@ -40,11 +41,11 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
     assert summary["domain"] == "WN18RR_v1" and summary["metric"] == "val_mrr" and summary["num_trials"] == 2
     settings = json.loads((tmp_path / "ray" / "lp" / "search.json").read_text())
     assert settings["metric"] == "val_mrr" and settings["mode"] == "max"
-    assert summary["searched_keys"] == ["lr", "batch_size", "root_context"]  # a boolean key is searched too
+    assert summary["searched_keys"] == ["lr", "batch_size", "root_context", "train_corruptions"]  # a boolean key is searched too
     assert all(isinstance(row["root_context"], bool) for row in summary["trials"])
     assert all(0 < row["val_mrr"] <= 1 for row in summary["trials"])
-    # The trials read the split the driver extracted once: one processed file.
-    assert len(list((data_root / "grail" / "processed").iterdir())) == 1
+    # The trials read the split the driver extracted once per training-corruption count: one processed file each.
+    assert sorted(path.name.split("-n")[1][0] for path in (data_root / "grail" / "processed").iterdir()) == ["1", "2"]
     completed = [row for row in summary["trials"] if row["status"] == "completed"]  # ASHA may stop one after epoch 1
     assert completed
     for row in completed:
