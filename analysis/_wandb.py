@@ -1,7 +1,7 @@
 """The W&B summary run of an analysis (``--wandb`` on best.py and evaluate.py).
 
 One run in the experiment's W&B group (project from ``search.json``, group = experiment name,
-job_type ``analysis``) holding a ``wandb.Table`` of all trials, the best config as an artifact
+job_type ``analysis``, named ``<experiment>-best`` or ``<experiment>-evaluation`` after the script) holding a ``wandb.Table`` of all trials, the best config as an artifact
 (``<experiment>-best-config``, type ``config``), the best trial's summary numbers and, when given,
 the evaluation figures. Its files go to ``<experiment>/analysis/wandb/``. Offline mode needs no
 account (``wandb sync`` uploads it later); no credential is read or written here.
@@ -60,7 +60,8 @@ def log_summary(
     best: Any | None = None,  # analysis.best.BestExport
     evaluation: dict[str, Any] | None = None,  # analysis.evaluate.evaluate_experiment's result
 ) -> Path:
-    """Log the summary run; return its local run directory."""
+    """Log the summary run; return its local run directory. It is named after what it holds: the
+    export of best.py (``best``) or the evaluation of evaluate.py, so the two are told apart in the group."""
     import wandb
 
     mode = resolve_mode(mode)
@@ -75,7 +76,7 @@ def log_summary(
             project=project,
             group=experiment.name,
             job_type="analysis",
-            name=f"{experiment.name}-analysis",
+            name=f"{experiment.name}-{'evaluation' if evaluation is not None else 'best'}",
             dir=str(directory),
             mode=mode,
             config={"experiment": experiment.name, "domain": experiment.domain, "metric": experiment.metric,

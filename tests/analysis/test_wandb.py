@@ -38,6 +38,7 @@ def test_best_logs_an_offline_summary_run(experiment_copy, wandb_env, capsys):
     assert b"exp-best-config" in data  # the artifact
     assert b"best_config.yaml" in data
     assert b"analysis" in data and b"exp" in data  # job type and group
+    assert b"exp-evaluation" not in data  # the run is named after best.py's export
 
 
 def test_evaluate_logs_the_figures(experiment_copy, wandb_env, capsys):
@@ -46,6 +47,8 @@ def test_evaluate_logs_the_figures(experiment_copy, wandb_env, capsys):
     (run,) = _runs(experiment_copy)
     images = {path.name.split("_")[0] for path in run.glob("files/media/images/**/*.png")}
     assert images, list(run.rglob("*"))
+    (log,) = run.glob("run-*.wandb")
+    assert b"exp-evaluation" in log.read_bytes()  # told apart from best.py's run in the group
 
 
 def test_no_api_key_is_written(experiment_copy, wandb_env, capsys):
