@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nsm import ppr
 from nsm.data import grail
 from tests.bench_scripts import load_bench_script
 from tests.nsm.grail_tiny import install_tiny_as
@@ -40,6 +41,8 @@ def test_seeds_are_aggregated_and_a_second_run_reuses_the_results_file(bench, tm
     true_graphs = data.test_ranking.subset(range(0, len(data.test_ranking), data.num_candidates))
     empty = sum(true_graphs[i].edge_index.shape[1] == 0 for i in range(len(true_graphs)))
     assert f"true triple's subgraph empty in {empty} of {len(true_graphs)} test rankings" in shortcut
+    on_validation = ppr.evaluate(data.protocol, "valid")  # where the NSM's rows are chosen, so printed beside them
+    assert f"validation MRR {100 * on_validation['val_mrr']:.2f}, Hits@10 {100 * on_validation['val_hits_at_10']:.2f}" in shortcut
     published = next(line for line in first.splitlines() if line.startswith("WN18RR_v1   GraIL (published)"))
     assert published.split()[-2:] == ["82.45", "-"] and "94.32" in published
 
