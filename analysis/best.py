@@ -93,12 +93,12 @@ def test_metrics(checkpoint: dict[str, Any]) -> dict[str, float]:
     from nsm.train import evaluate
 
     from nsm.domains import is_link_prediction, task_of
-    from nsm.train import load_link_data, score_link_part
+    from nsm.train import link_data_for, score_link_part
 
     try:
         model, config = load_model(checkpoint)
         if is_link_prediction(config.domain):  # GraIL's protocol on the split's fixed test candidates
-            data = load_link_data(config.domain, config.data_root, config.train_corruptions)
+            data = link_data_for(config)
             tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, "cpu")
             names = task_of(config.domain).test_metrics
             return {f"test_{name}": value for name, value in tested.items() if f"test_{name}" in names}

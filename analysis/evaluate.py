@@ -117,11 +117,11 @@ def link_prediction_test(checkpoint: dict[str, Any]) -> dict[str, Any]:
     from nsm.checkpoint import load_model
     from nsm.data.grail import PUBLISHED
     from nsm.errors import ConfigError
-    from nsm.train import load_link_data, score_link_part
+    from nsm.train import link_data_for, score_link_part
 
     try:
         model, config = load_model(checkpoint)
-        data = load_link_data(config.domain, config.data_root, config.train_corruptions)
+        data = link_data_for(config)
     except ConfigError as error:
         raise AnalysisError(str(error)) from None
     tested = score_link_part(model, data.test, data.test_ranking, data.num_candidates, config.cycle_weight, _model_device(model))

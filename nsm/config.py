@@ -71,6 +71,10 @@ class TrainConfig:
     train_corruptions: int = _key(1, "GraIL splits: corruptions drawn per training fact, k; epoch e trains on every fact "
                                      "and its ((e - 1) mod k)-th corruption, so the model meets k different negatives "
                                      "per fact at the cost per epoch of one (extraction and memory grow with k)")
+    train_graph_keep: float = _key(1.0, "GraIL splits: fraction of the training graph's facts (a seeded random part) that "
+                                        "the training targets' subgraphs and root inputs are taken from; below 1 trains "
+                                        "on sparser neighbourhoods, like the inductive test graphs of FB15k-237 and NELL "
+                                        "(validation and test keep their whole graphs)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -108,6 +112,7 @@ class TrainConfig:
             (self.num_graphs >= 1, f"num_graphs must be >= 1, got {self.num_graphs}"),
             (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (0 < self.train_graph_keep <= 1, f"train_graph_keep must be in (0, 1], got {self.train_graph_keep}"),
             (1 <= self.train_corruptions <= MAX_TRAIN_CORRUPTIONS,
              f"train_corruptions must be in [1, {MAX_TRAIN_CORRUPTIONS}], got {self.train_corruptions}"),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"device: unknown device {self.device!r}"),

@@ -323,19 +323,29 @@ GRAIL_DATA_SEED = 0
 """The seed of every GraIL split's corruptions and candidate lists: fixed, so that runs with different
 ``seed`` values, searches and the PPR shortcut are all scored on the same candidates."""
 
-_LINK_DATA: dict[tuple[str, str | None, int], Any] = {}  # one load per process: a Ray worker that runs several trials reads the cache once
+_LINK_DATA: dict[tuple[str, str | None, int, float], Any] = {}  # one load per process: a Ray worker that runs several trials reads the cache once
+
+EXTRACTION_KEYS = ("train_corruptions", "train_graph_keep")
+"""The config keys that decide a GraIL split's extracted training graphs: each combination is one cache file."""
 
 
-def load_link_data(domain: str, data_root: str | None = None, train_corruptions: int = 1) -> Any:
+def load_link_data(domain: str, data_root: str | None = None, train_corruptions: int = 1,
+                   train_graph_keep: float = 1.0) -> Any:
     """The GraIL split ``domain`` with every enclosing subgraph (``nsm.data.grail.GrailData``), loaded
     once per process (the disk cache makes the first load of a process fast too). Validation and
-    test are the same whatever ``train_corruptions``."""
+    test are the same whatever the training graphs' keys (``EXTRACTION_KEYS``)."""
     from nsm.data.grail import load_grail
 
-    key = (domain, data_root, train_corruptions)
+    key = (domain, data_root, train_corruptions, train_graph_keep)
     if key not in _LINK_DATA:
-        _LINK_DATA[key] = load_grail(domain, data_root, seed=GRAIL_DATA_SEED, train_corruptions=train_corruptions)
+        _LINK_DATA[key] = load_grail(domain, data_root, seed=GRAIL_DATA_SEED, train_corruptions=train_corruptions,
+                                     train_graph_keep=train_graph_keep)
     return _LINK_DATA[key]
+
+
+def link_data_for(config: TrainConfig) -> Any:
+    """``load_link_data`` for the split and extraction keys of ``config``."""
+    return load_link_data(config.domain, config.data_root, config.train_corruptions, config.train_graph_keep)
 
 
 class _LinkWorkload:
@@ -344,7 +354,7 @@ class _LinkWorkload:
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.config = config
         self.task = task_of(config.domain)
-        self.data = load_link_data(config.domain, config.data_root, config.train_corruptions)
+        self.data = link_data_for(config)
         self.num_node_features, self.num_relations = self.data.num_node_features, self.data.num_relations
         self.link_prediction = True
         self._eval_batch = max(config.batch_size, 256)

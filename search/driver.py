@@ -8,6 +8,7 @@ connecting, before the first trial.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -151,27 +152,31 @@ def _metric_of(request: SearchSettings, domain: str) -> str:
 def _prepare_data(plans: list[_ExperimentPlan]) -> None:
     """Extract (or find cached) every GraIL split a new experiment needs, once, before any trial
     starts: trials then load the disk cache, and never extract the same split side by side."""
-    from nsm.train import load_link_data
+    from nsm.train import EXTRACTION_KEYS, load_link_data
 
     for plan in plans:
         if plan.param_space is None or not is_link_prediction(plan.domain):
             continue
         data_root = plan.param_space.get("data_root")
-        for corruptions in _train_corruptions_values(plan.param_space.get("train_corruptions", 1)):
+        defaults = TrainConfig()
+        options = [_prepared_values(plan.param_space.get(key, getattr(defaults, key))) for key in EXTRACTION_KEYS]
+        for values in itertools.product(*options):
             started = time.perf_counter()
-            per_fact = "" if corruptions == 1 else f" ({corruptions} corruptions per training fact)"
-            print(f"preparing {plan.domain}'s enclosing subgraphs{per_fact} ...", flush=True)
-            data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None, corruptions)
+            variant = ", ".join(f"{key} {value}" for key, value in zip(EXTRACTION_KEYS, values)
+                                if value != getattr(defaults, key))
+            print(f"preparing {plan.domain}'s enclosing subgraphs{f' ({variant})' if variant else ''} ...", flush=True)
+            data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None, *values)
             print(f"{plan.domain}: {sum(len(getattr(data, part)) for part in ('train', 'valid', 'valid_ranking', 'test', 'test_ranking'))} "
                   f"subgraphs ready in {time.perf_counter() - started:.1f} s")
 
 
-def _train_corruptions_values(value: Any) -> list[int]:
-    """Every ``train_corruptions`` a space can give a trial: a constant, or a choice's values (each one
+def _prepared_values(value: Any) -> list[Any]:
+    """Every value of an extraction key a space can give a trial: a constant, or a choice's values (each
     is a separate extraction). A range is not prepared: its trials extract what they draw."""
-    if type(value) is int:
-        return [value]
-    return sorted({v for v in getattr(value, "categories", ()) if type(v) is int})
+    categories = getattr(value, "categories", None)
+    if categories is None:
+        return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+    return sorted({v for v in categories if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 def _check_metric(metric: str, domain: str | None = None) -> None:

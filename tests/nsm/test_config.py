@@ -70,6 +70,14 @@ def test_train_corruptions_is_a_small_positive_integer():
             TrainConfig.from_dict({"train_corruptions": value})
 
 
+def test_train_graph_keep_is_a_fraction():
+    assert TrainConfig().train_graph_keep == 1.0  # the whole training graph: the earlier runs' training set
+    assert TrainConfig.from_dict({"train_graph_keep": 0.7}).train_graph_keep == 0.7
+    for value, message in ((0, "must be in"), (1.5, "must be in"), (-0.1, "must be in"), (True, "must be float")):
+        with pytest.raises(ConfigError, match=f"train_graph_keep {message}"):
+            TrainConfig.from_dict({"train_graph_keep": value})
+
+
 def test_baseline_values_use_the_research_defaults_and_the_config_defaults():
     assert baseline_values(["lr", "dropout"]) == {"lr": BASELINE["lr"], "dropout": TrainConfig().dropout}
 

@@ -509,6 +509,41 @@ def test_more_training_corruptions_are_more_blocks_drawn_like_the_first(tiny_cop
         load_grail(SPLIT, root, train_corruptions=0)
 
 
+def test_a_thinned_training_graph_feeds_the_training_targets_only(tiny_copy, tmp_path, tiny_data):
+    """``train_graph_keep=0.5``: the training targets' subgraphs and root inputs come from a seeded half of
+    the training graph, each leaving out its own fact where that half holds it; the targets themselves,
+    validation and test are those of the whole graph."""
+    from nsm import ppr
+
+    root = tmp_path / "root"
+    data = load_grail(SPLIT, root, hops=2, max_nodes=12, train_graph_keep=0.5, **SMALL)
+    p, whole = data.protocol, tiny_data.protocol
+    thin, row = grail.thinned_training_graph(p, 0.5)
+    facts = p.train_graph.shape[0]
+    assert 0.3 * facts < thin.shape[0] < 0.7 * facts
+    assert torch.equal(thin, p.train_graph[row >= 0]) and torch.equal(row[row >= 0], torch.arange(thin.shape[0]))
+    assert torch.equal(grail.thinned_training_graph(p, 0.5)[0], thin)  # seeded
+    assert torch.equal(grail.thinned_training_graph(p, 1.0)[0], p.train_graph)
+    assert torch.equal(p.train_targets, whole.train_targets)
+    for part in ("valid", "valid_ranking", "test", "test_ranking"):
+        for key in ("x", "edge_index", "edge_type"):
+            assert torch.equal(getattr(data, part).to_dict()[key], getattr(tiny_data, part).to_dict()[key]), (part, key)
+    n, num_relations = len(p.train_entities), p.num_relations
+    left_out = row.repeat(2)  # a fact, then its corruption: both leave out the fact, if it was kept
+    expected = ppr.root_pagerank(thin, n, p.train_targets, left_out)
+    assert torch.allclose(data.train.graph_attrs["root_pagerank"].double(), n * expected, rtol=1e-5, atol=1e-7)
+    thin_facts = [tuple(f) for f in thin.tolist()]
+    context = data.train.graph_attrs["root_relations"]
+    for i, target in enumerate(map(tuple, p.train_targets.tolist())):
+        left = thin_facts[left_out[i]] if left_out[i] >= 0 else None
+        assert context[i].tolist() == _brute_force_context(thin_facts, target, num_relations, left), i
+    assert data.train.num_edges.sum() < tiny_data.train.num_edges.sum()
+    assert [path.name for path in (root / "grail" / "processed").iterdir()][0].count("-g0.5-") == 1
+    for bad in (0, 1.5, True, "half"):
+        with pytest.raises(nsm.ConfigError, match="train_graph_keep"):
+            load_grail(SPLIT, root, train_graph_keep=bad)
+
+
 def test_root_relations_of_a_self_loop_fact_leave_it_out_of_all_four_blocks():
     facts = torch.tensor([[0, 1, 0], [0, 1, 2], [2, 0, 0], [1, 1, 0]])  # (0, r1, 0) is a self-loop fact
     targets = torch.tensor([[0, 1, 0], [2, 1, 1]])
@@ -583,7 +618,7 @@ def test_second_load_comes_from_the_cache(tiny_copy, tmp_path):
     root = tmp_path / "root"
     first = load_grail(SPLIT, root, hops=2, **SMALL)
     files = list((root / "grail" / "processed").iterdir())
-    assert len(files) == 1 and files[0].name.startswith(f"{SPLIT}-f") and "-k2-m200-c8-v6-n1-s0" in files[0].name
+    assert len(files) == 1 and files[0].name.startswith(f"{SPLIT}-f") and "-k2-m200-c8-v6-n1-g1-s0" in files[0].name
     # The cache alone is enough now: the source files are gone.
     for path in tiny_copy.rglob("*.txt"):
         path.unlink()

@@ -126,6 +126,8 @@ def test_each_epoch_pairs_every_fact_with_its_next_corruption(tiny_split, pathle
         relation = train.graph_attrs["relation"]
         assert torch.equal(relation[:facts], relation[block * facts:(block + 1) * facts])
     single = nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split), cpu)
+    thinned = nsm_train._LinkWorkload(TrainConfig(domain="WN18RR_v1", data_root=tiny_split, train_graph_keep=0.5), cpu)
+    assert thinned.data is not single.data and thinned.data.train.num_edges.sum() < single.data.train.num_edges.sum()
     assert all(torch.equal(single.epoch_pairs(epoch), torch.arange(len(single._train))) for epoch in (1, 2, 7))
 
 

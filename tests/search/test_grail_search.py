@@ -30,6 +30,7 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
             data_root: {data_root}
             root_context: {{type: choice, values: [true, false]}}
             train_corruptions: {{type: choice, values: [1, 2]}}
+            train_graph_keep: 0.8
     """))
     code = main(["--domain", "wn18rr_v1", "--space", str(space), "--storage-path", str(tmp_path / "ray"),
                  "--name", "lp", "--num-samples", "2", "--max-epochs", "2", "--cpus-per-trial", "1",
@@ -37,6 +38,7 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
     assert code == 0
     out = capsys.readouterr().out
     assert "preparing WN18RR_v1" in out and "ranked by val_mrr (max)" in out
+    assert "(train_corruptions 2, train_graph_keep 0.8)" in out
     summary = json.loads((tmp_path / "ray" / "lp" / "summary.json").read_text())
     assert summary["domain"] == "WN18RR_v1" and summary["metric"] == "val_mrr" and summary["num_trials"] == 2
     settings = json.loads((tmp_path / "ray" / "lp" / "search.json").read_text())
@@ -44,8 +46,10 @@ def test_search_on_a_split_ranks_on_val_mrr(tmp_path, ray_session, monkeypatch, 
     assert summary["searched_keys"] == ["lr", "batch_size", "root_context", "train_corruptions"]  # a boolean key is searched too
     assert all(isinstance(row["root_context"], bool) for row in summary["trials"])
     assert all(0 < row["val_mrr"] <= 1 for row in summary["trials"])
-    # The trials read the split the driver extracted once per training-corruption count: one processed file each.
-    assert sorted(path.name.split("-n")[1][0] for path in (data_root / "grail" / "processed").iterdir()) == ["1", "2"]
+    # The trials read the split the driver extracted once per combination of the keys that shape its training
+    # graphs (each training-corruption count, at the kept fraction the space fixes): one processed file each.
+    names = sorted(path.name for path in (data_root / "grail" / "processed").iterdir())
+    assert [name.split("-v100-")[1].split("-s0")[0] for name in names] == ["n1-g0.8", "n2-g0.8"], names
     completed = [row for row in summary["trials"] if row["status"] == "completed"]  # ASHA may stop one after epoch 1
     assert completed
     for row in completed:
