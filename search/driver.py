@@ -152,7 +152,8 @@ def _metric_of(request: SearchSettings, domain: str) -> str:
 def _prepare_data(plans: list[_ExperimentPlan]) -> None:
     """Extract (or find cached) every GraIL split a new experiment needs, once, before any trial
     starts: trials then load the disk cache, and never extract the same split side by side."""
-    from nsm.train import EXTRACTION_KEYS, load_link_data
+    from nsm.data.grail import load_grail
+    from nsm.train import EXTRACTION_KEYS, GRAIL_DATA_SEED
 
     for plan in plans:
         if plan.param_space is None or not is_link_prediction(plan.domain):
@@ -165,14 +166,17 @@ def _prepare_data(plans: list[_ExperimentPlan]) -> None:
             variant = ", ".join(f"{key} {value}" for key, value in zip(EXTRACTION_KEYS, values)
                                 if value != getattr(defaults, key))
             print(f"preparing {plan.domain}'s enclosing subgraphs{f' ({variant})' if variant else ''} ...", flush=True)
-            data = load_link_data(plan.domain, data_root if isinstance(data_root, str) else None, *values)
+            # load_grail, not the trainer's per-process copy: the driver keeps none of them in memory.
+            data = load_grail(plan.domain, data_root if isinstance(data_root, str) else None, seed=GRAIL_DATA_SEED,
+                              **dict(zip(EXTRACTION_KEYS, values)))
             print(f"{plan.domain}: {sum(len(getattr(data, part)) for part in ('train', 'valid', 'valid_ranking', 'test', 'test_ranking'))} "
                   f"subgraphs ready in {time.perf_counter() - started:.1f} s")
 
 
 def _prepared_values(value: Any) -> list[Any]:
     """Every value of an extraction key a space can give a trial: a constant, or a choice's values (each
-    is a separate extraction). A range is not prepared: its trials extract what they draw."""
+    is a separate extraction). A range is not prepared, nor any combination with it: its trials extract
+    what they draw."""
     categories = getattr(value, "categories", None)
     if categories is None:
         return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
