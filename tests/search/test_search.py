@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from search.wandb_offline import read_wandb_records
 from search.wandb_workspace import SPEC_FILE, referenced_names
 from search.run import main
 from search.study import load_study
-from search.trainable import TRIAL_INFO_FILE, train_nsm
+from search.trainable import HOLD_ENV, TRIAL_INFO_FILE, train_nsm
 
-from .conftest import write_tiny_space
+from .conftest import start_test_ray, wait_until
 
 BASELINE = {"lr": 1e-4, "cycle_weight": 0.01, "batch_size": 64}
 
@@ -171,17 +172,42 @@ def test_asha_stopped_trials_are_pruned_and_wandb_offline_holds_each_trial(tmp_p
     assert "WANDB_API_KEY" not in (experiment_dir / "search.json").read_text()
 
 
-def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(tmp_path, tiny_space, ray_session):
-    # Trials long enough (a few seconds) that four started together visibly overlap.
-    space = write_tiny_space(tmp_path / "space.yaml", num_graphs=600)
-    code = main(["--space", str(space), "--storage-path", str(tmp_path), "--domain", "planning",
-                 "--name", "packed", "--num-samples", "4", "--max-epochs", "3", "--scheduler", "none",
-                 "--cpus-per-trial", "1", "--gpus-per-trial", "0.25", "--wandb", "disabled"])
+def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(tmp_path, tiny_space, ray_session, monkeypatch):
+    """Four trials of a quarter GPU each run at once on one logical GPU. Shown by an event, not by timing:
+    every trial holds at its first epoch until all four are held together, then all are released."""
+    import ray
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "passed").touch()  # no trial is let through first: each one holds
+    ray.shutdown()
+    monkeypatch.setenv(HOLD_ENV, f"1:{hold}")  # trial workers inherit it from the Ray session started here
+    start_test_ray()
+    held_together: list[int] = []
+
+    def release_when_four_are_held() -> None:
+        try:
+            wait_until(lambda: len(list(hold.glob("held-*"))) >= 4 or None, None, "four trials held at once", timeout=300)
+        finally:  # a failure must not leave the trials held for ever
+            held_together.append(len(list(hold.glob("held-*"))))
+            (hold / "release").touch()
+
+    watcher = threading.Thread(target=release_when_four_are_held, daemon=True)
+    watcher.start()
+    try:
+        code = main(["--space", str(tiny_space), "--storage-path", str(tmp_path), "--domain", "planning",
+                     "--name", "packed", "--num-samples", "4", "--max-epochs", "2", "--scheduler", "none",
+                     "--cpus-per-trial", "1", "--gpus-per-trial", "0.25", "--wandb", "disabled"])
+        watcher.join(timeout=60)
+    finally:
+        (hold / "release").touch()
+        ray.shutdown()
+        monkeypatch.delenv(HOLD_ENV)
+        start_test_ray()
     assert code == 0
+    assert held_together == [4]  # all four trials alive at the same moment, a quarter GPU each
     infos = [json.loads(path.read_text()) for path in (tmp_path / "packed").glob(f"trial_*/{TRIAL_INFO_FILE}")]
     assert len(infos) == 4
-    # All four ran at once: every trial started before any trial ended.
-    assert max(info["started_at"] for info in infos) < min(info["ended_at"] for info in infos)
     # Ray assigned each a quarter of the logical GPU; without CUDA they trained on CPU.
     assert all(info["gpus"] == 0.25 and info["device"] == "cpu" for info in infos)
 
