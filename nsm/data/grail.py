@@ -429,8 +429,8 @@ def grail_protocol(
 ) -> GrailProtocol:
     """The split's graphs, targets, corruptions and candidate lists (cheap; no subgraphs)."""
     split = canonical_split(name)
-    seed, num_candidates, val_queries = _check_protocol_args(seed, num_candidates, val_queries)
-    train_corruptions = _check_int(train_corruptions, "train_corruptions", 1, MAX_TRAIN_CORRUPTIONS)
+    seed, num_candidates, val_queries, train_corruptions = _check_protocol_args(
+        seed, num_candidates, val_queries, train_corruptions)
     return _build_protocol(split, raw_files(split, root), seed, num_candidates, val_queries, train_corruptions)
 
 
@@ -447,12 +447,15 @@ def _check_fraction(value: Any, what: str) -> float:
     return float(value)
 
 
-def _check_protocol_args(seed: Any, num_candidates: Any, val_queries: Any) -> tuple[int, int, int | None]:
+def _check_protocol_args(
+    seed: Any, num_candidates: Any, val_queries: Any, train_corruptions: Any
+) -> tuple[int, int, int | None, int]:
     seed = _check_int(seed, "seed", 0)
     num_candidates = _check_int(num_candidates, "num_candidates", 2)
     if val_queries is not None:
         val_queries = _check_int(val_queries, "val_queries", 1)
-    return int(seed), num_candidates, val_queries
+    train_corruptions = _check_int(train_corruptions, "train_corruptions", 1, MAX_TRAIN_CORRUPTIONS)
+    return int(seed), num_candidates, val_queries, train_corruptions
 
 
 class _Vocab:
@@ -760,10 +763,10 @@ def load_grail(
     ``<root>/grail/raw``, subgraphs to ``<root>/grail/processed``. Deterministic in all arguments.
     """
     split = canonical_split(name)
-    seed, num_candidates, val_queries = _check_protocol_args(seed, num_candidates, val_queries)
+    seed, num_candidates, val_queries, train_corruptions = _check_protocol_args(
+        seed, num_candidates, val_queries, train_corruptions)
     hops = _check_int(hops, "hops", 1, 16)
     max_nodes = _check_int(max_nodes, "max_nodes", 2, 1 << 20)
-    train_corruptions = _check_int(train_corruptions, "train_corruptions", 1, MAX_TRAIN_CORRUPTIONS)
     train_graph_keep = _check_fraction(train_graph_keep, "train_graph_keep")
     meta: dict[str, Any] = {
         "format": _FORMAT,
